@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/buf.h"
 
@@ -192,6 +193,10 @@ void conf_describe(const struct conf *c, struct buf *out);
 int64_t conf_parse_duration_ms(const char *s);
 /* Parses "256MiB", "8KiB", "1GiB", or a bare number of bytes. -1 if invalid. */
 int64_t conf_parse_size(const char *s);
+
+/* Parses a listen address "IPv4:port" or "[IPv6]:port" (numeric, port 0..65535) into ss.
+ * Returns 0, or -EINVAL. */
+int conf_parse_address(const char *s, struct sockaddr_storage *ss);
 
 /* `meridian check [-c FILE]`: loads, prints conf_describe, exits 0; or prints the error, 1. */
 int conf_check_main(int argc, char **argv);
