@@ -1,0 +1,43 @@
+/* gateway.h - the request pipeline of one worker: classify, validate, proxy, relay */
+#ifndef MERIDIAN_SERVE_GATEWAY_H
+#define MERIDIAN_SERVE_GATEWAY_H
+
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "http/server.h"
+#include "upstream/upstream.h"
+
+struct gw_req;
+
+/* Everything one worker loop owns. Only its own thread touches it, except the atomics. */
+struct gw_worker {
+	uv_loop_t *loop;
+	struct conf *conf;                /* current snapshot; a request holds its own reference */
+	struct upstream_pool *pool;
+	struct http_listener **listeners;
+	size_t nlisteners;
+	atomic_uint active;               /* requests in progress (read by the main thread) */
+	struct gw_req *free_reqs;         /* recycled request contexts */
+	unsigned nfree;
+	uint64_t rng;                     /* request ids */
+	bool stopping;
+};
+
+/* Creates the upstream pool and a listener for every conf listen entry on loop. Returns 0 or a
+ * negative error, with a message in err. */
+int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, char *err,
+		    size_t errlen);
+/* Adopts a new snapshot for new requests (steals the reference). */
+void gw_worker_set_conf(struct gw_worker *gw, struct conf *conf);
+/* Stops accepting; requests in flight go on. */
+void gw_worker_drain(struct gw_worker *gw);
+/* Closes everything; in-flight requests are aborted. The loop ends once handles are closed. */
+void gw_worker_close(struct gw_worker *gw);
+
+/* The listener error renderer: OpenAI shape, or Anthropic's for /v1/messages paths. */
+const char *gw_render_error(const struct http_req *req, int status, const char *code,
+			    const char *message, struct buf *out, void *ctx);
+
+#endif
