@@ -74,7 +74,10 @@ struct http_req {
 	/* Set by the handler. */
 	void *data;
 	/* The client disconnected (or a send timeout fired) before the response ended. The handler
-	 * must stop work and then call http_resp_abort() (or http_resp_end()) exactly once. */
+	 * must stop work and then call http_resp_abort() (or http_resp_end()) exactly once. It runs
+	 * from the loop (a read, write or timer callback), never from inside an http_resp_* call,
+	 * so a handler's own call never re-enters it; a write that fails returns < 0 and on_abort
+	 * follows from the loop unless the handler ends the response first. */
 	void (*on_abort)(struct http_req *req);
 	/* Queued output fell below the low water mark after http_resp_write() returned more than
 	 * the high water mark. Used to resume a paused upstream. */
