@@ -153,11 +153,9 @@ static int node_attach(struct walk *w, struct cnode *parent, struct cnode *n)
 	n->parent = parent;
 	if (parent->type == CNODE_MAP) {
 		if (parent->n % 2 == 0) {
-			if (n->type != CNODE_SCALAR) {
-				conf__fail(w, n, "a key must be a plain string, not a %s",
-					   n->type == CNODE_MAP ? "mapping" : "list");
-				return -1;
-			}
+			if (n->type != CNODE_SCALAR)
+				return conf__fail_at(w, n, parent, NULL, "a key must be a plain string, not a %s",
+						     n->type == CNODE_MAP ? "mapping" : "list");
 			n->key = n->str;
 		} else {
 			n->key = parent->items[parent->n - 1]->str;
@@ -223,13 +221,19 @@ struct cnode *conf__yaml_parse(struct walk *w, const char *yaml, size_t len)
 				goto fail_ev;
 			}
 			break;
-		case YAML_ALIAS_EVENT: {
-			struct cnode at = {.line = (int)ev.start_mark.line + 1,
-					   .col = (int)ev.start_mark.column + 1};
+		case YAML_ALIAS_EVENT:
 			/* expanding aliases invites exponential "billion laughs" documents */
-			conf__fail(w, &at, "YAML aliases (*%s) are not supported", ev.data.alias.anchor);
+			n = node_new(CNODE_SCALAR, &ev);
+			n->len = strlen((const char *)ev.data.alias.anchor) + 1;
+			n->str = xmalloc(n->len + 1);
+			snprintf(n->str, n->len + 1, "*%s", ev.data.alias.anchor);
+			/* attached (a scalar always attaches) only so the message can name its key */
+			if (depth)
+				node_attach(w, stack[depth - 1], n);
+			conf__fail(w, n, "YAML aliases (%s) are not supported", n->str);
+			if (!depth)
+				conf__node_free(n);
 			goto fail_ev;
-		}
 		case YAML_SCALAR_EVENT:
 			n = node_new(CNODE_SCALAR, &ev);
 			n->len = ev.data.scalar.length;
