@@ -93,7 +93,7 @@ export function tmpDir(prefix = 'meridian-it-') {
 
 /* A child process of ours: stderr and stdout are captured (bounded), exit is awaitable. */
 class Proc {
-	constructor(name, args, env) {
+	constructor(name, args, env, cwd = os.tmpdir()) {
 		this.name = name;
 		this.args = args;
 		this.stderrBuf = '';
@@ -101,6 +101,8 @@ class Proc {
 		this.exit = null; // {code, signal} once exited
 		this.proc = spawn(BIN, args, {
 			env: { ...process.env, XAI_API_KEY: PROVIDER_KEY, ...env },
+			// relative paths in a config (e.g. the default sqlite:meridian.db) land in a temp dir
+			cwd,
 			stdio: ['ignore', 'pipe', 'pipe'],
 		});
 		this.pid = this.proc.pid;
@@ -290,7 +292,7 @@ export async function startGateway(opts = {}) {
 	const yaml = typeof opts.yaml === 'function' ? opts.yaml(port)
 		: opts.yaml ?? gatewayYaml({ ...opts, port });
 	fs.writeFileSync(configPath, yaml);
-	const p = new Proc('gateway', ['serve', '-c', configPath], opts.env ?? {});
+	const p = new Proc('gateway', ['serve', '-c', configPath], opts.env ?? {}, dir);
 	await waitListening(p, port);
 	const stop = async (timeoutMs) => {
 		try {
