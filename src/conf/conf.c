@@ -16,7 +16,7 @@
 #include "core/str.h"
 
 #define MAX_FILE (16u << 20)    /* a config larger than this is a mistake */
-#define MAX_KEY_FILE (64u << 10)
+#define MAX_KEY_FILE (64u << 10) /* "larger than 64 KiB" below */
 
 /* T_ENUM stores an int; T_NAMED elements start with their name. */
 _Static_assert(sizeof(enum conf_backend) == sizeof(int), "enum size");
@@ -481,50 +481,68 @@ static int check_url(struct walk *w, char **field)
 	return rc;
 }
 
-/* Reads the provider key at load time, so that a missing secret fails `check`, not a request. */
+/* Reads at most cap - 1 bytes of a regular file into buf, NUL-terminated. 0, or -errno
+ * (-EFBIG: too large). Never blocks on a FIFO or a device. */
+static int read_small_file(const char *path, char *buf, size_t cap)
+{
+	struct stat st;
+	size_t n = 0;
+	ssize_t r = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		rc = -errno;
+	else if (!S_ISREG(st.st_mode))
+		rc = -EINVAL;
+	while (rc == 0 && n < cap && (r = read(fd, buf + n, cap - n)) > 0)
+		n += (size_t)r;
+	if (rc == 0 && r < 0)
+		rc = -errno;
+	else if (rc == 0 && n == cap)
+		rc = -EFBIG;
+	close(fd);
+	buf[rc == 0 ? n : 0] = '\0';
+	return rc;
+}
+
+/* Reads the provider key at load time, so that a missing secret fails `check`, not a request.
+ * Messages name the variable or file, never the value. */
 static int load_key(struct walk *w, struct conf_provider *p)
 {
 	char buf[MAX_KEY_FILE + 1];
+	const void *field = p->key_env ? (const void *)&p->key_env : (const void *)&p->key_file;
+	const char *what = p->key_env ? "environment variable" : "key file";
+	const char *name = p->key_env ? p->key_env : p->key_file;
+	const char *v = p->key_env ? getenv(p->key_env) : NULL;
 	size_t n;
+	int rc = 0;
 
-	if (p->key_env) {
-		const char *v = getenv(p->key_env);
-		if (!v)
-			return conf__fail_field(w, &p->key_env, "environment variable '%s' is not set", p->key_env);
-		n = strlen(v);
-		if (n >= sizeof(buf))
-			return conf__fail_field(w, &p->key_env, "environment variable '%s' is too long", p->key_env);
-		memcpy(buf, v, n + 1);
-	} else {
-		int fd = open(p->key_file, O_RDONLY | O_CLOEXEC), e = errno;
-		ssize_t r = -1;
-		n = 0;
-		if (fd >= 0) {
-			while (n < sizeof(buf) && (r = read(fd, buf + n, sizeof(buf) - n)) > 0)
-				n += (size_t)r;
-			e = errno;
-			close(fd);
-		}
-		if (r < 0)
-			return conf__fail_field(w, &p->key_file, "cannot read '%s': %s", p->key_file, strerror(e));
-		if (n == sizeof(buf))
-			return conf__fail_field(w, &p->key_file, "'%s' is larger than %u bytes", p->key_file,
-						MAX_KEY_FILE);
-		buf[n] = '\0';
-	}
+	buf[0] = '\0';
+	if (p->key_env && !v)
+		return conf__fail_field(w, field, "environment variable '%s' is not set", name);
+	if (p->key_env && strlen(v) >= sizeof(buf))
+		return conf__fail_field(w, field, "environment variable '%s' is too long", name);
+	if (p->key_env)
+		memcpy(buf, v, strlen(v) + 1);
+	else if ((rc = read_small_file(name, buf, sizeof(buf))) < 0)
+		return conf__fail_field(w, field, "cannot read '%s': %s", name,
+					rc == -EINVAL ? "not a regular file" :
+					rc == -EFBIG ? "larger than 64 KiB" : strerror(-rc));
 	/* files end with a newline; a key never does */
 	for (n = strlen(buf); n > 0 && isspace((unsigned char)buf[n - 1]); n--)
 		buf[n - 1] = '\0';
-	const void *src = p->key_env ? (const void *)&p->key_env : (const void *)&p->key_file;
-	const char *what = p->key_env ? "environment variable" : "key file";
-	const char *name = p->key_env ? p->key_env : p->key_file;
-	if (n == 0)
-		return conf__fail_field(w, src, "%s '%s' is empty", what, name);
-	if (has_ctl(buf))
-		return conf__fail_field(w, src, "the key in %s '%s' contains a control character", what, name);
-	p->key = xstrdup(buf);
+	for (size_t i = 0; i < n && rc == 0; i++)
+		if ((unsigned char)buf[i] <= ' ' || buf[i] == 0x7f)
+			rc = conf__fail_field(w, field, "the key in %s '%s' contains a space or control character",
+					      what, name);
+	if (rc == 0 && n == 0)
+		rc = conf__fail_field(w, field, "%s '%s' is empty", what, name);
+	if (rc == 0)
+		p->key = xstrdup(buf);
 	explicit_bzero(buf, sizeof(buf));
-	return 0;
+	return rc;
 }
 
 static int check_provider(struct walk *w, struct conf *c, struct conf_provider *p)
@@ -831,7 +849,8 @@ struct conf *conf_load(const char *path, char *err, size_t errlen)
 	char *data = NULL;
 	size_t n = 0;
 	ssize_t r = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO by mistake must not hang `check` */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));

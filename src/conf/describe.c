@@ -153,14 +153,15 @@ static void describe_provider(const struct conf_provider *p, struct buf *out)
 		wr = widest(wr, p->deployments[i].region);
 		wu = widest(wu, p->deployments[i].url);
 	}
-	buf_appendf(out, "    %-*s  %-*s  %-12s  %s\n", (int)wr, "region", (int)wu, "url", "max_inflight", "models");
+	buf_puts(out, "    deployments\n");
+	buf_appendf(out, "      %-*s  %-*s  %-12s  %s\n", (int)wr, "region", (int)wu, "url", "max_inflight", "models");
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		const struct conf_deployment *d = &p->deployments[i];
 		if (d->max_inflight)
 			snprintf(inflight, sizeof(inflight), "%u", d->max_inflight);
 		else
 			snprintf(inflight, sizeof(inflight), "unlimited");
-		buf_appendf(out, "    %-*s  %-*s  %-12s  ", (int)wr, d->region, (int)wu, d->url, inflight);
+		buf_appendf(out, "      %-*s  %-*s  %-12s  ", (int)wr, d->region, (int)wu, d->url, inflight);
 		if (d->models_discover)
 			buf_puts(out, "discovered from /v1/models");
 		else

@@ -181,7 +181,7 @@ static void test_full_fixture(void **state)
 	char err[512];
 	FILE *f = fopen("/tmp/meridian-test-conf-key", "w");
 	assert_non_null(f);
-	fputs("  file-secret \r\n\n", f);
+	fputs("file-secret \r\n\n", f);
 	fclose(f);
 
 	struct conf *c = conf_load("tests/unit/conf/full.yaml", err, sizeof(err));
@@ -195,7 +195,7 @@ static void test_full_fixture(void **state)
 	assert_int_equal(a->api, CONF_API_ANTHROPIC);
 	assert_int_equal(a->auth_mode, CONF_AUTH_INJECT);
 	assert_string_equal(a->key_file, "/tmp/meridian-test-conf-key");
-	assert_string_equal(a->key, "  file-secret");
+	assert_string_equal(a->key, "file-secret");
 	assert_string_equal(a->ca_file, "/dev/null");
 	assert_int_equal(a->http_version, CONF_HTTP_1_1);
 	assert_string_equal(a->deployments[0].url, "http://127.0.0.1:9001/base");
@@ -284,10 +284,11 @@ static void test_describe(void **state)
 		"  us-west-1    37.4000  -122.0000\n",
 		"  xai (default)\n    aliases       grok\n    api           openai, anthropic\n"
 		"    auth          inject, key from $XAI_API_KEY\n",
-		"    region     url                         max_inflight  models\n"
-		"    us-east-1  https://us-east-1.api.x.ai  512           grok-4, grok-3-mini\n"
-		"    us-west-1  https://us-west-1.api.x.ai  unlimited     grok-4\n"
-		"    eu-west-1  https://eu-west-1.api.x.ai  unlimited     discovered from /v1/models\n",
+		"    deployments\n"
+		"      region     url                         max_inflight  models\n"
+		"      us-east-1  https://us-east-1.api.x.ai  512           grok-4, grok-3-mini\n"
+		"      us-west-1  https://us-west-1.api.x.ai  unlimited     grok-4\n"
+		"      eu-west-1  https://eu-west-1.api.x.ai  unlimited     discovered from /v1/models\n",
 		"    keys          sha256:9f86d081\u2026\n"
 		"    limits        600 requests/min, 200000 tokens/min, 50 concurrent\n"
 		"    regions       eu-west-1\n",
@@ -425,6 +426,12 @@ static const struct bad bad[] = {
 	{BASE "  q:\n    auth: {mode: inject, key_file: /nonexistent/key}\n"
 	      "    deployments: [{region: r1, url: \"http://h\", models: [m]}]\n",
 	 "t.yaml:8:36: key 'providers.q.auth.key_file': cannot read '/nonexistent/key': No such file or directory"},
+	{BASE "  q:\n    auth: {mode: inject, key_file: /dev/null}\n"
+	      "    deployments: [{region: r1, url: \"http://h\", models: [m]}]\n",
+	 "t.yaml:8:36: key 'providers.q.auth.key_file': cannot read '/dev/null': not a regular file"},
+	{BASE "  q:\n    auth: {mode: inject, key_env: MERIDIAN_TEST_SPACE}\n"
+	      "    deployments: [{region: r1, url: \"http://h\", models: [m]}]\n",
+	 "t.yaml:8:35: key 'providers.q.auth.key_env': the key in environment variable 'MERIDIAN_TEST_SPACE' contains a space or control character"},
 	{BASE "  q:\n    auth: {mode: inject}\n    deployments: [{region: r1, url: \"http://h\", models: [m]}]\n",
 	 "t.yaml:8:18: key 'providers.q.auth.mode': mode inject needs key_env or key_file"},
 	{BASE "  q:\n    auth: {mode: passthrough, key_env: HOME}\n"
@@ -490,7 +497,8 @@ static void test_errors(void **state)
 	int failures = 0;
 
 	unsetenv("MERIDIAN_TEST_UNSET");
-	setenv("MERIDIAN_TEST_EMPTY", "", 1);
+	setenv("MERIDIAN_TEST_EMPTY", " \n", 1);
+	setenv("MERIDIAN_TEST_SPACE", "Bearer s3cret", 1);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct conf *c = load(bad[i].yaml, err, sizeof(err));
 		if (c) {
@@ -537,6 +545,30 @@ static void test_small_valid(void **state)
 	assert_non_null(c);
 	assert_int_equal(c->routing.retry_on, 0);
 	assert_int_equal(c->routing.nretry_statuses, 0);
+	conf_unref(c);
+}
+
+/* The reference config in examples/ stays loadable. */
+static void test_example(void **state)
+{
+	char err[512];
+	struct conf *c;
+
+	unsetenv("XAI_API_KEY");
+	assert_null(conf_load("examples/meridian.yaml", err, sizeof(err)));
+	assert_string_equal(err, "examples/meridian.yaml:34:16: key 'providers.xai.auth.key_env': "
+				 "environment variable 'XAI_API_KEY' is not set");
+	setenv("XAI_API_KEY", SECRET, 1);
+	c = conf_load("examples/meridian.yaml", err, sizeof(err));
+	if (!c)
+		fail_msg("%s", err);
+	assert_int_equal(c->nproviders, 2);
+	assert_string_equal(conf_default_provider(c)->name, "xai");
+	assert_int_equal(c->providers[1].auth_mode, CONF_AUTH_PASSTHROUGH);
+	assert_int_equal(c->naccounts, 2);
+	assert_int_equal(c->ngateways, 2);
+	assert_int_equal(c->nprices, 2);
+	assert_int_equal(c->server.max_body, 32u << 20);
 	conf_unref(c);
 }
 
@@ -655,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_describe),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_small_valid),
+		cmocka_unit_test(test_example),
 		cmocka_unit_test(test_load_file_errors),
 		cmocka_unit_test(test_units),
 		cmocka_unit_test(test_address),
