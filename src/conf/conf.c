@@ -57,7 +57,7 @@ static int walk_retry_on(struct walk *w, const struct cnode *n, void *base)
 	struct conf_routing *r = base;
 	const char *s;
 
-	if (n->type != CNODE_SEQ)
+	if (n->type != CNODE_SEQ && !conf__node_is_null(n))
 		return conf__fail(w, n, "expected a list of connect, timeout or HTTP statuses");
 	free(r->retry_statuses);
 	r->retry_statuses = xcalloc(n->n + 1, sizeof(int));

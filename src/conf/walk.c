@@ -462,9 +462,7 @@ static int walk_strs(struct walk *w, const struct dir *d, const struct cnode *n,
 	size_t *count = (size_t *)(void *)(base + d->off2);
 	const char *s;
 
-	if (conf__node_is_null(n))
-		return expected(w, n, "a list of strings");
-	if (n->type != CNODE_SEQ)
+	if (n->type != CNODE_SEQ && !conf__node_is_null(n))
 		return expected(w, n, "a list of strings");
 	conf__origin_add(w, dst, n);
 	*dst = xcalloc(n->n + 1, sizeof(char *));

@@ -398,6 +398,8 @@ static const struct bad bad[] = {
 	 "t.yaml:9:61: key 'providers.q.deployments[0].models[1]': \"*\" (discover the models) must be alone in the list"},
 	{BASE "  q:\n    auth: {mode: passthrough}\n    deployments: [{region: r1, url: \"http://h\", models: []}]\n",
 	 "t.yaml:9:57: key 'providers.q.deployments[0].models': list at least one model, or \"*\" to discover them"},
+	{BASE "  q:\n    auth: {mode: passthrough}\n    deployments: [{region: r1, url: \"http://h\", models: }]\n",
+	 "t.yaml:9:57: key 'providers.q.deployments[0].models': list at least one model, or \"*\" to discover them"},
 	{BASE "  q:\n    auth: {mode: passthrough}\n    deployments: []\n",
 	 "t.yaml:9:18: key 'providers.q.deployments': a provider needs at least one deployment"},
 	/* providers */
@@ -540,7 +542,13 @@ static void test_small_valid(void **state)
 	assert_null(c->providers[0].aliases[0]);
 	conf_unref(c);
 
-	/* an empty retry_on list is allowed: never retry */
+	/* an empty retry_on list is allowed: never retry; an empty value is an empty list */
+	c = load(BASE "    aliases:\nrouting: {retry_on: }\n", err, sizeof(err));
+	if (!c)
+		fail_msg("%s", err);
+	assert_non_null(c->providers[0].aliases);
+	assert_null(c->providers[0].aliases[0]);
+	conf_unref(c);
 	c = load(BASE "routing: {retry_on: []}\n", err, sizeof(err));
 	assert_non_null(c);
 	assert_int_equal(c->routing.retry_on, 0);
