@@ -15,7 +15,7 @@
 #include "core/alloc.h"
 #include "core/str.h"
 
-#define MAX_FILE (16u << 20)    /* a config larger than this is a mistake */
+#define MAX_FILE     (16u << 20) /* a config larger than this is a mistake */
 #define MAX_KEY_FILE (64u << 10) /* "larger than 64 KiB" below */
 
 /* T_ENUM stores an int; T_NAMED elements start with their name. */
@@ -46,7 +46,8 @@ static int walk_api(struct walk *w, const struct cnode *n, void *base)
 		else if (!strcmp(s, "anthropic"))
 			p->api |= CONF_API_ANTHROPIC;
 		else
-			return conf__fail(w, n->items[i], "expected openai or anthropic, got '%s'", s);
+			return conf__fail(w, n->items[i], "expected openai or anthropic, got '%s'",
+					  s);
 	}
 	conf__origin_add(w, &p->api, n);
 	return 0;
@@ -81,7 +82,9 @@ static int walk_retry_on(struct walk *w, const struct cnode *n, void *base)
 		}
 		st = it->plain ? str_to_i64(s, it->len) : -1;
 		if (st < 400 || st > 599)
-			return conf__fail(w, it, "expected connect, timeout or an HTTP status 400-599, got '%s'", s);
+			return conf__fail(
+			    w, it, "expected connect, timeout or an HTTP status 400-599, got '%s'",
+			    s);
 		for (size_t j = 0; j < r->nretry_statuses; j++)
 			if (r->retry_statuses[j] == st)
 				return conf__fail(w, it, "'%s' is listed twice", s);
@@ -96,18 +99,22 @@ static int walk_on_redis_error(struct walk *w, const struct cnode *n, void *base
 	struct conf *c = base;
 	const char *s;
 
-	if (n->type == CNODE_SCALAR && !strcmp(n->str, "allow"))
+	if (conf__get_str(w, n, &s) < 0)
+		return -1;
+	if (!strcmp(s, "allow"))
 		c->ratelimit_deny_on_redis_error = false;
-	else if (n->type == CNODE_SCALAR && !strcmp(n->str, "deny"))
+	else if (!strcmp(s, "deny"))
 		c->ratelimit_deny_on_redis_error = true;
 	else
-		return conf__get_str(w, n, &s) < 0 ? -1 : conf__fail(w, n, "expected allow or deny, got '%s'", s);
+		return conf__fail(w, n, "expected allow or deny, got '%s'", s);
 	conf__origin_add(w, &c->ratelimit_deny_on_redis_error, n);
 	return 0;
 }
 
 /* ---- the schema: one table per mapping, offsets into the struct that mapping fills --------------- */
 
+/* the tables are aligned by hand to read as a schema */
+/* clang-format off */
 #define F(type, field) offsetof(struct type, field)
 #define REQ .flags = D_REQ
 #define K(key_, type_, st, field, ...) {.key = key_, .type = type_, .off = F(st, field), __VA_ARGS__}
@@ -287,6 +294,8 @@ static const struct dir top_dirs[] = {                  /* struct conf */
 	{0},
 };
 
+/* clang-format on */
+
 static void set_defaults(struct conf *c)
 {
 	static const int statuses[] = {429, 500, 502, 503, 504};
@@ -428,7 +437,9 @@ static int check_address(struct walk *w, const char *const *field)
 {
 	struct sockaddr_storage ss;
 	if (conf_parse_address(*field, &ss) < 0)
-		return conf__fail_field(w, field, "expected host:port with a numeric IP, like 0.0.0.0:8080 or [::1]:8080, got '%.60s'",
+		return conf__fail_field(w, field,
+					"expected host:port with a numeric IP, like 0.0.0.0:8080 "
+					"or [::1]:8080, got '%.60s'",
 					*field);
 	return 0;
 }
@@ -445,9 +456,11 @@ static int check_region(struct walk *w, const struct conf *c, char *const *field
 		names[i] = c->regions[i].name;
 	s = conf__suggest(*field, names, n);
 	if (s)
-		return conf__fail_field(w, field, "unknown region '%s'; did you mean '%s'?", *field, s);
+		return conf__fail_field(w, field, "unknown region '%s'; did you mean '%s'?", *field,
+					s);
 	if (c->nregions == 0)
-		return conf__fail_field(w, field, "unknown region '%s': no regions are defined", *field);
+		return conf__fail_field(w, field, "unknown region '%s': no regions are defined",
+					*field);
 	return conf__fail_field(w, field, "unknown region '%s'", *field);
 }
 
@@ -465,9 +478,11 @@ static int check_url(struct walk *w, char **field)
 	if (has_ctl(*field) || curl_url_set(u, CURLUPART_URL, *field, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host)
-		rc = conf__fail_field(w, field, "expected an http:// or https:// URL, got '%.60s'", *field);
+		rc = conf__fail_field(w, field, "expected an http:// or https:// URL, got '%.60s'",
+				      *field);
 	else if (strcmp(scheme, "http") && strcmp(scheme, "https"))
-		rc = conf__fail_field(w, field, "expected an http:// or https:// URL, not %s://", scheme);
+		rc = conf__fail_field(w, field, "expected an http:// or https:// URL, not %s://",
+				      scheme);
 	else if (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
 		 curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK)
 		rc = conf__fail_field(w, field, "a deployment URL takes no query or fragment");
@@ -528,15 +543,17 @@ static int load_key(struct walk *w, struct conf_provider *p)
 		memcpy(buf, v, strlen(v) + 1);
 	else if ((rc = read_small_file(name, buf, sizeof(buf))) < 0)
 		return conf__fail_field(w, field, "cannot read '%s': %s", name,
-					rc == -EINVAL ? "not a regular file" :
-					rc == -EFBIG ? "larger than 64 KiB" : strerror(-rc));
+					rc == -EINVAL  ? "not a regular file"
+					: rc == -EFBIG ? "larger than 64 KiB"
+						       : strerror(-rc));
 	/* files end with a newline; a key never does */
 	for (n = strlen(buf); n > 0 && isspace((unsigned char)buf[n - 1]); n--)
 		buf[n - 1] = '\0';
 	for (size_t i = 0; i < n && rc == 0; i++)
 		if ((unsigned char)buf[i] <= ' ' || buf[i] == 0x7f)
-			rc = conf__fail_field(w, field, "the key in %s '%s' contains a space or control character",
-					      what, name);
+			rc = conf__fail_field(
+			    w, field, "the key in %s '%s' contains a space or control character",
+			    what, name);
 	if (rc == 0 && n == 0)
 		rc = conf__fail_field(w, field, "%s '%s' is empty", what, name);
 	if (rc == 0)
@@ -548,20 +565,25 @@ static int load_key(struct walk *w, struct conf_provider *p)
 static int check_provider(struct walk *w, struct conf *c, struct conf_provider *p)
 {
 	if (!is_ident(p->name))
-		return conf__fail_field(w, &p->name, "a provider name takes letters, digits, '.', '_' and '-'");
+		return conf__fail_field(w, &p->name,
+					"a provider name takes letters, digits, '.', '_' and '-'");
 	for (size_t i = 0; i < p->naliases; i++) {
 		const char *a = p->aliases[i];
 		if (!is_ident(a))
-			return conf__fail_field(w, &p->aliases[i], "an alias takes letters, digits, '.', '_' and '-'");
+			return conf__fail_field(w, &p->aliases[i],
+						"an alias takes letters, digits, '.', '_' and '-'");
 		for (size_t j = 0; j < c->nproviders; j++) {
 			const struct conf_provider *q = &c->providers[j];
 			if (!strcmp(q->name, a))
-				return conf__fail_field(w, &p->aliases[i], "alias '%s' is already the name of provider '%s'",
-							a, q->name);
+				return conf__fail_field(
+				    w, &p->aliases[i],
+				    "alias '%s' is already the name of provider '%s'", a, q->name);
 			for (size_t k = 0; k < q->naliases && (q < p || (q == p && k < i)); k++)
 				if (!strcmp(q->aliases[k], a))
-					return conf__fail_field(w, &p->aliases[i], "alias '%s' is already used by provider '%s'",
-								a, q->name);
+					return conf__fail_field(
+					    w, &p->aliases[i],
+					    "alias '%s' is already used by provider '%s'", a,
+					    q->name);
 		}
 	}
 	if (p->api == 0)
@@ -569,33 +591,44 @@ static int check_provider(struct walk *w, struct conf *c, struct conf_provider *
 
 	if (p->auth_mode == CONF_AUTH_PASSTHROUGH) {
 		if (p->key_env)
-			return conf__fail_field(w, &p->key_env, "mode passthrough forwards the client's key; remove key_env");
+			return conf__fail_field(
+			    w, &p->key_env,
+			    "mode passthrough forwards the client's key; remove key_env");
 		if (p->key_file)
-			return conf__fail_field(w, &p->key_file, "mode passthrough forwards the client's key; remove key_file");
+			return conf__fail_field(
+			    w, &p->key_file,
+			    "mode passthrough forwards the client's key; remove key_file");
 	} else {
 		if (!p->key_env && !p->key_file)
-			return conf__fail_field(w, &p->auth_mode, "mode inject needs key_env or key_file");
+			return conf__fail_field(w, &p->auth_mode,
+						"mode inject needs key_env or key_file");
 		if (p->key_env && p->key_file)
-			return conf__fail_field(w, &p->key_file, "give key_env or key_file, not both");
+			return conf__fail_field(w, &p->key_file,
+						"give key_env or key_file, not both");
 		if (load_key(w, p) < 0)
 			return -1;
 	}
 	if (p->ca_file && access(p->ca_file, R_OK) < 0)
-		return conf__fail_field(w, &p->ca_file, "cannot read '%s': %s", p->ca_file, strerror(errno));
+		return conf__fail_field(w, &p->ca_file, "cannot read '%s': %s", p->ca_file,
+					strerror(errno));
 
 	if (p->ndeployments == 0)
-		return conf__fail_field(w, &p->deployments, "a provider needs at least one deployment");
+		return conf__fail_field(w, &p->deployments,
+					"a provider needs at least one deployment");
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		struct conf_deployment *d = &p->deployments[i];
 		d->provider = p;
 		if (check_region(w, c, &d->region) < 0 || check_url(w, &d->url) < 0)
 			return -1;
 		if (d->nmodels == 0)
-			return conf__fail_field(w, &d->models, "list at least one model, or \"*\" to discover them");
+			return conf__fail_field(
+			    w, &d->models, "list at least one model, or \"*\" to discover them");
 		for (size_t j = 0; j < d->nmodels; j++) {
 			if (!strcmp(d->models[j], "*")) {
 				if (d->nmodels > 1)
-					return conf__fail_field(w, &d->models[j], "\"*\" (discover the models) must be alone in the list");
+					return conf__fail_field(w, &d->models[j],
+								"\"*\" (discover the models) must "
+								"be alone in the list");
 				d->models_discover = true;
 			} else if (!*d->models[j] || has_ctl(d->models[j])) {
 				return conf__fail_field(w, &d->models[j], "not a model name");
@@ -612,7 +645,8 @@ static int check_provider(struct walk *w, struct conf *c, struct conf_provider *
 static int check_account(struct walk *w, struct conf *c, struct conf_account *a)
 {
 	if (!is_ident(a->id))
-		return conf__fail_field(w, &a->id, "an account id takes letters, digits, '.', '_' and '-'");
+		return conf__fail_field(w, &a->id,
+					"an account id takes letters, digits, '.', '_' and '-'");
 	if (a->nkeys == 0)
 		return conf__fail_field(w, &a->keys, "an account needs at least one key hash");
 	for (size_t i = 0; i < a->nkeys; i++) {
@@ -622,12 +656,14 @@ static int check_account(struct walk *w, struct conf *c, struct conf_account *a)
 			ok = (k[j] >= '0' && k[j] <= '9') || (k[j] >= 'a' && k[j] <= 'f');
 		if (!ok)
 			return conf__fail_field(w, &a->keys[i],
-						"expected \"sha256:\" and 64 lowercase hex digits (`meridian key new` prints one)");
+						"expected \"sha256:\" and 64 lowercase hex digits "
+						"(`meridian key new` prints one)");
 		for (const struct conf_account *b = c->accounts; b <= a; b++)
 			for (size_t j = 0; j < b->nkeys && (b < a || j < i); j++)
 				if (!strcmp(b->keys[j], k))
-					return conf__fail_field(w, &a->keys[i], "this key is already listed for account '%s'",
-								b->id);
+					return conf__fail_field(
+					    w, &a->keys[i],
+					    "this key is already listed for account '%s'", b->id);
 	}
 	for (size_t i = 0; i < a->nregions; i++)
 		if (check_region(w, c, &a->regions[i]) < 0)
@@ -640,7 +676,8 @@ static int check_gateway(struct walk *w, struct conf *c, struct conf_gateway *g)
 	const char *slash = strchr(g->id, '/');
 	char acct[256];
 
-	if (!slash || slash == g->id || (size_t)(slash - g->id) >= sizeof(acct) || !is_ident(slash + 1))
+	if (!slash || slash == g->id || (size_t)(slash - g->id) >= sizeof(acct) ||
+	    !is_ident(slash + 1))
 		return conf__fail_field(w, &g->id, "expected \"account/gateway\"");
 	memcpy(acct, g->id, (size_t)(slash - g->id));
 	acct[slash - g->id] = '\0';
@@ -663,11 +700,14 @@ static int check_client_location(struct walk *w, struct conf_client_location *cl
 	}
 	for (size_t i = 0; i < cl->ntrusted_proxies; i++)
 		if (!is_cidr(cl->trusted_proxies[i]))
-			return conf__fail_field(w, &cl->trusted_proxies[i], "expected an address or CIDR like 10.0.0.0/8, got '%.60s'",
-						cl->trusted_proxies[i]);
+			return conf__fail_field(
+			    w, &cl->trusted_proxies[i],
+			    "expected an address or CIDR like 10.0.0.0/8, got '%.60s'",
+			    cl->trusted_proxies[i]);
 	for (size_t i = 0; i < cl->nnetworks; i++)
 		if (!is_cidr(cl->networks[i].cidr))
-			return conf__fail_field(w, &cl->networks[i].cidr, "expected a CIDR like 10.20.0.0/16, got '%.60s'",
+			return conf__fail_field(w, &cl->networks[i].cidr,
+						"expected a CIDR like 10.20.0.0/16, got '%.60s'",
 						cl->networks[i].cidr);
 	cl->has_default = conf__origin(w, &cl->default_lat) != NULL;
 	return 0;
@@ -691,7 +731,8 @@ static int validate(struct walk *w, struct conf *c)
 			return -1;
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(c->listens[j].address, l->address))
-				return conf__fail_field(w, &l->address, "'%s' is already listen[%zu]", l->address, j);
+				return conf__fail_field(
+				    w, &l->address, "'%s' is already listen[%zu]", l->address, j);
 		if (l->region && check_region(w, c, &l->region) < 0)
 			return -1;
 	}
@@ -704,12 +745,14 @@ static int validate(struct walk *w, struct conf *c)
 			*p = (char)tolower((unsigned char)*p);
 		}
 		if (!ok)
-			return conf__fail_field(w, &c->global_host, "expected a host name like api.example.com");
+			return conf__fail_field(w, &c->global_host,
+						"expected a host name like api.example.com");
 	}
 	for (size_t i = 0; i < c->nregions; i++)
 		if (!is_dns_label(c->regions[i].name))
-			return conf__fail_field(w, &c->regions[i].name,
-						"a region name is a DNS label: lowercase letters, digits and '-'");
+			return conf__fail_field(
+			    w, &c->regions[i].name,
+			    "a region name is a DNS label: lowercase letters, digits and '-'");
 
 	for (size_t i = 0; i < c->nproviders; i++) {
 		struct conf_provider *p = &c->providers[i];
@@ -717,7 +760,8 @@ static int validate(struct walk *w, struct conf *c)
 		if (check_provider(w, c, p) < 0)
 			return -1;
 		if (p->is_default && dflt)
-			return conf__fail_field(w, &p->is_default, "provider '%s' is already the default", dflt->name);
+			return conf__fail_field(w, &p->is_default,
+						"provider '%s' is already the default", dflt->name);
 		if (p->is_default)
 			dflt = p;
 	}
@@ -741,12 +785,15 @@ static int validate(struct walk *w, struct conf *c)
 	if (c->ratelimit_backend == CONF_BACKEND_REDIS && !c->redis_url)
 		return conf__fail_field(w, &c->ratelimit_backend, "backend redis needs redis.url");
 	/* URLs may carry a password: they are never echoed in messages */
-	if (c->redis_url && strncmp(c->redis_url, "redis://", 8) && strncmp(c->redis_url, "rediss://", 9) &&
-	    strncmp(c->redis_url, "unix://", 7))
-		return conf__fail_field(w, &c->redis_url, "expected a redis://, rediss:// or unix:// URL");
+	if (c->redis_url && strncmp(c->redis_url, "redis://", 8) &&
+	    strncmp(c->redis_url, "rediss://", 9) && strncmp(c->redis_url, "unix://", 7))
+		return conf__fail_field(w, &c->redis_url,
+					"expected a redis://, rediss:// or unix:// URL");
 	if (!(strncmp(c->logs_store, "sqlite:", 7) == 0 && c->logs_store[7]) &&
-	    strncmp(c->logs_store, "postgres://", 11) && strncmp(c->logs_store, "postgresql://", 13))
-		return conf__fail_field(w, &c->logs_store, "expected \"sqlite:PATH\" or a postgres:// URL");
+	    strncmp(c->logs_store, "postgres://", 11) &&
+	    strncmp(c->logs_store, "postgresql://", 13))
+		return conf__fail_field(w, &c->logs_store,
+					"expected \"sqlite:PATH\" or a postgres:// URL");
 	return 0;
 }
 
@@ -816,7 +863,8 @@ static void conf_free(struct conf *c)
 	free(c);
 }
 
-struct conf *conf_load_string(const char *yaml, size_t len, const char *name, char *err, size_t errlen)
+struct conf *conf_load_string(const char *yaml, size_t len, const char *name, char *err,
+			      size_t errlen)
 {
 	struct walk w = {.name = name, .err = err, .errlen = errlen};
 	struct cnode *root = NULL;
@@ -858,7 +906,8 @@ struct conf *conf_load(const char *path, char *err, size_t errlen)
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size > (off_t)MAX_FILE) {
 		snprintf(err, errlen, "%s: %s", path,
-			 S_ISREG(st.st_mode) ? "larger than 16 MiB, not a config" : "not a regular file");
+			 S_ISREG(st.st_mode) ? "larger than 16 MiB, not a config"
+					     : "not a regular file");
 		goto out;
 	}
 	data = xmalloc((size_t)st.st_size + 1);
@@ -946,7 +995,7 @@ static int64_t parse_units(const char *s, const struct unit *units, size_t nunit
 int64_t conf_parse_duration_ms(const char *s)
 {
 	static const struct unit units[] = {
-		{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+	    {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
 	};
 	return parse_units(s, units, ARRAY_SIZE(units));
 }
@@ -954,7 +1003,10 @@ int64_t conf_parse_duration_ms(const char *s)
 int64_t conf_parse_size(const char *s)
 {
 	static const struct unit units[] = {
-		{"", 1}, {"KiB", 1ll << 10}, {"MiB", 1ll << 20}, {"GiB", 1ll << 30},
+	    {"", 1},
+	    {"KiB", 1ll << 10},
+	    {"MiB", 1ll << 20},
+	    {"GiB", 1ll << 30},
 	};
 	return parse_units(s, units, ARRAY_SIZE(units));
 }

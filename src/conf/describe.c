@@ -43,7 +43,8 @@ static void fmt_size(char *out, size_t n, uint64_t bytes)
 /* "  key           " then the value: the key-value lines of every section */
 static void label(struct buf *out, int indent, const char *key)
 {
-	buf_appendf(out, "%*s%-*s", indent, "", LABEL - indent > (int)strlen(key) ? LABEL - indent : (int)strlen(key) + 1, key);
+	buf_appendf(out, "%*s%-*s", indent, "",
+		    LABEL - indent > (int)strlen(key) ? LABEL - indent : (int)strlen(key) + 1, key);
 }
 
 static void join(struct buf *out, char *const *l, size_t n, const char *none)
@@ -109,7 +110,8 @@ static void describe_front(const struct conf *c, struct buf *out)
 	}
 	label(out, 0, "hosts");
 	if (c->global_host)
-		buf_appendf(out, "global %s, regional <region>.%s\n", c->global_host, c->global_host);
+		buf_appendf(out, "global %s, regional <region>.%s\n", c->global_host,
+			    c->global_host);
 	else
 		buf_puts(out, "any (no regional host names)\n");
 
@@ -118,8 +120,8 @@ static void describe_front(const struct conf *c, struct buf *out)
 	for (size_t i = 0; i < c->nregions; i++)
 		w = widest(w, c->regions[i].name);
 	for (size_t i = 0; i < c->nregions; i++)
-		buf_appendf(out, "  %-*s  %9.4f %10.4f\n", (int)w, c->regions[i].name, c->regions[i].lat,
-			    c->regions[i].lon);
+		buf_appendf(out, "  %-*s  %9.4f %10.4f\n", (int)w, c->regions[i].name,
+			    c->regions[i].lat, c->regions[i].lon);
 	if (!c->nregions)
 		buf_puts(out, "  none\n");
 }
@@ -154,14 +156,16 @@ static void describe_provider(const struct conf_provider *p, struct buf *out)
 		wu = widest(wu, p->deployments[i].url);
 	}
 	buf_puts(out, "    deployments\n");
-	buf_appendf(out, "      %-*s  %-*s  %-12s  %s\n", (int)wr, "region", (int)wu, "url", "max_inflight", "models");
+	buf_appendf(out, "      %-*s  %-*s  %-12s  %s\n", (int)wr, "region", (int)wu, "url",
+		    "max_inflight", "models");
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		const struct conf_deployment *d = &p->deployments[i];
 		if (d->max_inflight)
 			snprintf(inflight, sizeof(inflight), "%u", d->max_inflight);
 		else
 			snprintf(inflight, sizeof(inflight), "unlimited");
-		buf_appendf(out, "      %-*s  %-*s  %-12s  ", (int)wr, d->region, (int)wu, d->url, inflight);
+		buf_appendf(out, "      %-*s  %-*s  %-12s  ", (int)wr, d->region, (int)wu, d->url,
+			    inflight);
 		if (d->models_discover)
 			buf_puts(out, "discovered from /v1/models");
 		else
@@ -234,8 +238,8 @@ static void describe_client_location(const struct conf_client_location *cl, stru
 	}
 	label(out, 2, "networks");
 	for (size_t i = 0; i < cl->nnetworks; i++)
-		buf_appendf(out, "%s%s at %.4f, %.4f", i ? ", " : "", cl->networks[i].cidr, cl->networks[i].lat,
-			    cl->networks[i].lon);
+		buf_appendf(out, "%s%s at %.4f, %.4f", i ? ", " : "", cl->networks[i].cidr,
+			    cl->networks[i].lat, cl->networks[i].lon);
 	buf_appendf(out, "%s\n", cl->nnetworks ? "" : "none");
 	label(out, 2, "geoip_db");
 	buf_appendf(out, "%s\n", cl->geoip_db ? cl->geoip_db : "none");

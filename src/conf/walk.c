@@ -154,7 +154,8 @@ static int node_attach(struct walk *w, struct cnode *parent, struct cnode *n)
 	if (parent->type == CNODE_MAP) {
 		if (parent->n % 2 == 0) {
 			if (n->type != CNODE_SCALAR)
-				return conf__fail_at(w, n, parent, NULL, "a key must be a plain string, not a %s",
+				return conf__fail_at(w, n, parent, NULL,
+						     "a key must be a plain string, not a %s",
 						     n->type == CNODE_MAP ? "mapping" : "list");
 			n->key = n->str;
 		} else {
@@ -171,21 +172,30 @@ static int node_attach(struct walk *w, struct cnode *parent, struct cnode *n)
 	return 0;
 }
 
-static void yaml_fail(struct walk *w, const yaml_parser_t *p)
+static void yaml_fail(struct walk *w, const yaml_parser_t *p, const char *yaml, size_t len)
 {
 	yaml_mark_t m = p->problem_mark;
 	const char *problem = p->problem ? p->problem : "cannot parse";
 
 	if (p->error == YAML_READER_ERROR) {
-		/* reader errors (bad UTF-8, control characters) only know a byte offset */
-		snprintf(w->err, w->errlen, "%s: invalid YAML at byte %zu: %s", w->name,
-			 p->problem_offset, problem);
+		/* reader errors (bad UTF-8, control characters) only know a byte offset: count the
+		 * lines, and the characters (UTF-8 lead bytes) since the last one, as marks do */
+		m.line = m.column = 0;
+		for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+			if (yaml[i] == '\n')
+				m.line++, m.column = 0;
+			else if (((unsigned char)yaml[i] & 0xc0) != 0x80)
+				m.column++;
+		}
+		snprintf(w->err, w->errlen, "%s:%zu:%zu: invalid YAML: %s", w->name, m.line + 1,
+			 m.column + 1, problem);
 		return;
 	}
 	if (p->context)
-		snprintf(w->err, w->errlen, "%s:%zu:%zu: invalid YAML: %s (%s at line %zu, column %zu)",
-			 w->name, m.line + 1, m.column + 1, problem, p->context,
-			 p->context_mark.line + 1, p->context_mark.column + 1);
+		snprintf(w->err, w->errlen,
+			 "%s:%zu:%zu: invalid YAML: %s (%s at line %zu, column %zu)", w->name,
+			 m.line + 1, m.column + 1, problem, p->context, p->context_mark.line + 1,
+			 p->context_mark.column + 1);
 	else
 		snprintf(w->err, w->errlen, "%s:%zu:%zu: invalid YAML: %s", w->name, m.line + 1,
 			 m.column + 1, problem);
@@ -209,14 +219,15 @@ struct cnode *conf__yaml_parse(struct walk *w, const char *yaml, size_t len)
 	while (!done) {
 		struct cnode *n = NULL;
 		if (!yaml_parser_parse(&p, &ev)) {
-			yaml_fail(w, &p);
+			yaml_fail(w, &p, yaml, len);
 			goto out;
 		}
 		switch (ev.type) {
 		case YAML_DOCUMENT_START_EVENT:
 			if (++docs > 1) {
 				snprintf(w->err, w->errlen,
-					 "%s:%zu:%zu: a config holds one YAML document, this is a second one",
+					 "%s:%zu:%zu: a config holds one YAML document, this is a "
+					 "second one",
 					 w->name, ev.start_mark.line + 1, ev.start_mark.column + 1);
 				goto fail_ev;
 			}
@@ -239,7 +250,8 @@ struct cnode *conf__yaml_parse(struct walk *w, const char *yaml, size_t len)
 			n->len = ev.data.scalar.length;
 			n->str = xstrndup((const char *)ev.data.scalar.value, n->len);
 			/* strndup stops at an inner NUL; keep the real length so readers can refuse it */
-			n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !ev.data.scalar.tag;
+			n->plain =
+			    ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !ev.data.scalar.tag;
 			break;
 		case YAML_SEQUENCE_START_EVENT:
 			n = node_new(CNODE_SEQ, &ev);
@@ -403,7 +415,8 @@ int conf__get_double(struct walk *w, const struct cnode *n, double *out)
 
 static int get_bool(struct walk *w, const struct cnode *n, bool *out)
 {
-	static const char *const yes[] = {"true", "True", "TRUE"}, *const no[] = {"false", "False", "FALSE"};
+	static const char *const yes[] = {"true", "True", "TRUE"}, *const no[] = {"false", "False",
+										  "FALSE"};
 	if (n->type == CNODE_SCALAR && n->plain) {
 		for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
 			if (!strcmp(n->str, yes[i]))
@@ -443,12 +456,15 @@ static int walk_loc(struct walk *w, const struct dir *d, const struct cnode *n, 
 	double lat, lon;
 	if (n->type != CNODE_SEQ || n->n != 2)
 		return expected(w, n, "a location [latitude, longitude]");
-	if (conf__get_double(w, n->items[0], &lat) < 0 || conf__get_double(w, n->items[1], &lon) < 0)
+	if (conf__get_double(w, n->items[0], &lat) < 0 ||
+	    conf__get_double(w, n->items[1], &lon) < 0)
 		return -1;
 	if (lat < -90 || lat > 90)
-		return conf__fail(w, n->items[0], "latitude must be between -90 and 90, got %g", lat);
+		return conf__fail(w, n->items[0], "latitude must be between -90 and 90, got %g",
+				  lat);
 	if (lon < -180 || lon > 180)
-		return conf__fail(w, n->items[1], "longitude must be between -180 and 180, got %g", lon);
+		return conf__fail(w, n->items[1], "longitude must be between -180 and 180, got %g",
+				  lon);
 	memcpy(base + d->off, &lat, sizeof(lat));
 	memcpy(base + d->off2, &lon, sizeof(lon));
 	conf__origin_add(w, base + d->off, n);
@@ -505,8 +521,9 @@ static int walk_array(struct walk *w, const struct dir *d, const struct cnode *n
 			for (size_t j = 0; j < i; j++) {
 				const struct cnode *prev = n->items[2 * j];
 				if (!strcmp(prev->str, key->str))
-					return conf__fail(w, key, "duplicate key (first at line %d, column %d)",
-							  prev->line, prev->col);
+					return conf__fail(
+					    w, key, "duplicate key (first at line %d, column %d)",
+					    prev->line, prev->col);
 			}
 			*(char **)(void *)el = xstrdup(key->str);
 			conf__origin_add(w, el, key);
@@ -563,8 +580,9 @@ static int walk_value(struct walk *w, const struct dir *d, const struct cnode *n
 		if (n->type == CNODE_SCALAR && strlen(n->str) == n->len)
 			v = dur ? conf_parse_duration_ms(n->str) : conf_parse_size(n->str);
 		if (v < 0)
-			return expected(w, n, dur ? "a duration like 30s (units ms, s, m, h, d)"
-						  : "a size like 256MiB (units KiB, MiB, GiB, or bytes)");
+			return expected(w, n,
+					dur ? "a duration like 30s (units ms, s, m, h, d)"
+					    : "a size like 256MiB (units KiB, MiB, GiB, or bytes)");
 		if (v < d->min)
 			return conf__fail(w, n, "must be more than 0");
 		*(uint64_t *)field = (uint64_t)v;

@@ -489,6 +489,10 @@ static const struct bad bad[] = {
 	{BASE "---\nlisten: []\n", "t.yaml:7:1: a config holds one YAML document, this is a second one"},
 	{"listen:\n\t- address: x\n",
 	 "t.yaml:2:1: invalid YAML: found character that cannot start any token (while scanning for the next token at line 2, column 1)"},
+	{"listen:\n  - address: \"0.0.0.0:8080\xff\"\n",
+	 "t.yaml:2:27: invalid YAML: invalid leading UTF-8 octet"},
+	{"listen: [{address: \"\xc3\xa9\x01\"}]\n",
+	 "t.yaml:1:22: invalid YAML: control characters are not allowed"},
 	{"- a\n- b\n", "t.yaml:1:1: expected a mapping, got a list"},
 	{"[a]: b\n", "t.yaml:1:1: a key must be a plain string, not a list"},
 };
