@@ -885,6 +885,8 @@ static void on_write(uv_write_t *w, int status)
 	}
 }
 
+static void conn_update_read(struct http_conn *c);
+
 static void on_shutdown(uv_shutdown_t *s, int status)
 {
 	struct http_conn *c = container_of(s, struct http_conn, sreq);
@@ -896,6 +898,8 @@ static void on_shutdown(uv_shutdown_t *s, int status)
 	}
 	c->state = CS_LINGER;
 	c->t_linger = uv_now(c->l->loop) + LINGER_MS;
+	c->in.len = c->in_off = 0; /* never parsed now; drop it so reading resumes */
+	conn_update_read(c);
 	conn_arm(c);
 }
 
@@ -1183,21 +1187,15 @@ static uint64_t conn_deadline(const struct http_conn *c, enum deadline *which)
 
 static void on_timer(uv_timer_t *t);
 
-/* Re-arms the one timer lazily: a later deadline leaves an earlier timer in place, which
- * re-arms itself when it fires early. */
+/* Re-arms the one timer lazily: a later deadline (or none) leaves an earlier timer in place,
+ * which re-evaluates when it fires. On a busy keep-alive connection each request's deadline is
+ * later than the armed one, so the steady state costs no timer operation per request. */
 static void conn_arm(struct http_conn *c)
 {
 	if (c->state == CS_CLOSED || c->resume)
 		return;
 	uint64_t d = conn_deadline(c, NULL);
-	if (d == NO_DEADLINE) {
-		if (c->armed != NO_DEADLINE) {
-			uv_timer_stop(&c->timer);
-			c->armed = NO_DEADLINE;
-		}
-		return;
-	}
-	if (c->armed != NO_DEADLINE && c->armed <= d)
+	if (d == NO_DEADLINE || (c->armed != NO_DEADLINE && c->armed <= d))
 		return;
 	uint64_t now = uv_now(c->l->loop);
 	uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);

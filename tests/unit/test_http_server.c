@@ -1014,6 +1014,67 @@ static void test_error_mid_pipeline(void **state)
 	buf_release(&r.body);
 }
 
+static void test_pipeline_flood(void **state)
+{
+	struct srv *s = *state;
+	struct cli c;
+	struct resp r = {0};
+	struct buf b = BUF_INIT;
+	char pad[301];
+	memset(pad, 'p', 300);
+	pad[300] = '\0';
+	/* 250 requests of ~350 bytes in one write: more than the per-iteration cap and more than
+	 * the pipelined input kept while a request is handled (the first one waits 50 ms). */
+	buf_puts(&b, "GET /delay?ms=50 HTTP/1.1\r\nHost: a\r\n\r\n");
+	for (int i = 1; i < 250; i++)
+		buf_appendf(&b, "GET /r%d HTTP/1.1\r\nHost: a\r\nX-Pad: %s\r\n\r\n", i, pad);
+	cli_open(&c, s->port);
+	cli_send(&c, b.data, b.len);
+	assert_true(cli_response(&c, &r, false));
+	assert_non_null(strstr(r.body.data, "\"path\":\"/delay\""));
+	for (int i = 1; i < 250; i++) {
+		char want[32];
+		assert_true(cli_response(&c, &r, false));
+		snprintf(want, sizeof(want), "\"path\":\"/r%d\"", i);
+		assert_non_null(strstr(r.body.data, want));
+	}
+	cli_close(&c);
+	buf_release(&b);
+	buf_release(&r.body);
+}
+
+static void test_413_while_sending(void **state)
+{
+	struct srv *s = *state;
+	struct cli c;
+	static char body[256 * 1024];
+	memset(body, 'b', sizeof(body));
+	cli_open(&c, s->port);
+	cli_sends(&c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 262144\r\n\r\n");
+	/* The refusal comes right after the headers; the body being sent does not lose it. */
+	cli_send(&c, body, sizeof(body));
+	cli_read_eof(&c, 3000);
+	assert_true(c.eof);
+	assert_int_equal(count_status_lines(c.buf), 1);
+	assert_int_equal(status_of(c.buf + 9), 413);
+	cli_close(&c);
+	assert_int_equal(atomic_load(&s->handled), 0);
+}
+
+static void test_upgrade_not_switched(void **state)
+{
+	struct srv *s = *state;
+	struct cli c;
+	EXCHANGE(s, "GET /u HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+		    "GET /after HTTP/1.1\r\nHost: a\r\n\r\n", &c);
+	assert_true(c.eof);
+	assert_int_equal(count_status_lines(c.buf), 1);
+	assert_int_equal(status_of(c.buf + 9), 200);
+	assert_non_null(strstr(c.buf, "Connection: close\r\n"));
+	assert_null(strstr(c.buf, "101"));
+	cli_close(&c);
+}
+
 static void test_streaming(void **state)
 {
 	struct srv *s = *state;
@@ -1346,6 +1407,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_smuggling, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_accepted_variants, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_error_mid_pipeline, setup, srv_stop),
+		cmocka_unit_test_setup_teardown(test_pipeline_flood, setup, srv_stop),
+		cmocka_unit_test_setup_teardown(test_413_while_sending, setup, srv_stop),
+		cmocka_unit_test_setup_teardown(test_upgrade_not_switched, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_streaming, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_abort_no_terminal_chunk, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_client_abort, setup, srv_stop),
