@@ -58,7 +58,8 @@ struct http_req {
 	struct http_conn *conn;      /* borrowed; valid until the response ends */
 	uint8_t method;              /* llhttp_method_t */
 	uint8_t http_minor;          /* 1 for HTTP/1.1, 0 for HTTP/1.0 */
-	bool keep_alive;             /* the connection may be reused after this response */
+	bool keep_alive;             /* the connection may be reused after this response; the
+				      * handler may clear it before http_resp_begin to close after */
 	bool aborted;                /* the client went away; only end/abort may follow */
 	struct iov method_name;
 	struct iov target;           /* raw request target, e.g. "/v1/chat/completions?x=1" */
@@ -97,12 +98,15 @@ typedef const char *(*http_error_fn)(const struct http_req *req, int status, con
 struct http_listener;
 
 /* Binds addr ("host:port", "[v6]:port" or ":port") with SO_REUSEPORT on loop, so one listener
- * per worker loop can share the port. limits is copied. Returns 0 or a negative errno/UV_E*. */
+ * per worker loop can share the port. limits is copied. Returns 0 or a negative errno/UV_E*
+ * (UV_EINVAL for a bad address). With port 0 each call gets its own port: bind one listener,
+ * then pass http_listener_port() to the others. */
 int http_listen(uv_loop_t *loop, const char *addr, const struct http_limits *limits,
 		http_handler_fn handler, http_error_fn render_error, void *ctx,
 		struct http_listener **out);
 /* Stops accepting; existing connections continue. Idle keep-alive connections are closed, and
- * busy ones are closed after their current response ("Connection: close" is added). */
+ * busy ones are closed after their current response ("Connection: close" is added). The
+ * listener stays allocated until http_listener_close(). */
 void http_listener_stop(struct http_listener *l);
 /* Closes every connection at once (in-flight requests get on_abort) and frees the listener once
  * every handle has closed. */
@@ -126,12 +130,14 @@ void http_resp_begin(struct http_req *req, int status, const struct http_header 
 /* Queues body bytes (chunk-framed when chunked) and writes them to the socket now. Returns the
  * bytes still queued for this connection after the write attempt (compare with
  * limits.write_high_water to apply back-pressure), or a negative UV_E* when the connection is
- * gone. */
+ * gone (UV_ECONNRESET) or no response was begun (UV_EINVAL). p is borrowed for the call only.
+ * Bytes beyond a declared Content-Length, and any body of a HEAD response, are dropped. */
 int64_t http_resp_write(struct http_req *req, const void *p, size_t n);
 /* Writes queued bytes now (e.g. headers of a stream before its first event). */
 void http_resp_flush(struct http_req *req);
 /* Ends the response (terminal chunk when chunked) and moves on to the next request on the
- * connection, or closes it. req is invalid afterwards. */
+ * connection, or closes it. A Content-Length response ended short closes the connection; one
+ * never begun gets a 500. req is invalid afterwards. */
 void http_resp_end(struct http_req *req);
 /* Ends the response abortively: the connection closes without the terminal chunk, so the client
  * sees a truncated message, never a complete one. req is invalid afterwards. */
@@ -140,7 +146,8 @@ void http_resp_abort(struct http_req *req);
 void http_resp_send(struct http_req *req, int status, const struct http_header *hdrs, size_t nhdrs,
 		    const void *body, size_t len);
 /* An error response rendered by the listener's error callback; closes the connection after it
- * when close_conn. */
+ * when close_conn. Ends the request like http_resp_send(); after http_resp_begin() it is too
+ * late for a status, and it acts as http_resp_abort(). */
 void http_resp_error(struct http_req *req, int status, const char *code, const char *message,
 		     bool close_conn);
 /* Bytes queued for this request's connection and not yet accepted by the kernel. */
