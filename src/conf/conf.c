@@ -658,17 +658,42 @@ static int check_account(struct walk *w, struct conf *c, struct conf_account *a)
 			return conf__fail_field(w, &a->keys[i],
 						"expected \"sha256:\" and 64 lowercase hex digits "
 						"(`meridian key new` prints one)");
-		for (const struct conf_account *b = c->accounts; b <= a; b++)
-			for (size_t j = 0; j < b->nkeys && (b < a || j < i); j++)
-				if (!strcmp(b->keys[j], k))
-					return conf__fail_field(
-					    w, &a->keys[i],
-					    "this key is already listed for account '%s'", b->id);
 	}
 	for (size_t i = 0; i < a->nregions; i++)
 		if (check_region(w, c, &a->regions[i]) < 0)
 			return -1;
 	return 0;
+}
+
+/* A key hash authenticates one account; sorted, as configs may list many thousands. */
+static int check_unique_keys(struct walk *w, const struct conf *c)
+{
+	size_t n = 0, k = 0, dup, first = 0;
+	const char **keys;
+	const struct conf_account **owner;
+	char ***field;
+	int rc = 0;
+
+	for (size_t i = 0; i < c->naccounts; i++)
+		n += c->accounts[i].nkeys;
+	keys = xcalloc(n + 1, sizeof(*keys));
+	owner = xcalloc(n + 1, sizeof(*owner));
+	field = xcalloc(n + 1, sizeof(*field));
+	for (size_t i = 0; i < c->naccounts; i++) {
+		for (size_t j = 0; j < c->accounts[i].nkeys; j++, k++) {
+			keys[k] = c->accounts[i].keys[j];
+			owner[k] = &c->accounts[i];
+			field[k] = &c->accounts[i].keys[j];
+		}
+	}
+	dup = conf__find_dup(keys, n, &first);
+	if (dup != SIZE_MAX)
+		rc = conf__fail_field(w, field[dup], "this key is already listed for account '%s'",
+				      owner[first]->id);
+	free(keys);
+	free(owner);
+	free(field);
+	return rc;
 }
 
 static int check_gateway(struct walk *w, struct conf *c, struct conf_gateway *g)
@@ -773,6 +798,8 @@ static int validate(struct walk *w, struct conf *c)
 		if (check_account(w, c, &c->accounts[i]) < 0)
 			return -1;
 	}
+	if (check_unique_keys(w, c) < 0)
+		return -1;
 	for (size_t i = 0; i < c->ngateways; i++)
 		if (check_gateway(w, c, &c->gateways[i]) < 0)
 			return -1;

@@ -306,6 +306,41 @@ out:
 	return root;
 }
 
+/* ---- duplicates ---------------------------------------------------------------------------------- */
+
+struct ordered {
+	const char *s;
+	size_t i;
+};
+
+static int ordered_cmp(const void *a, const void *b)
+{
+	const struct ordered *x = a, *y = b;
+	int c = strcmp(x->s, y->s);
+	return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+size_t conf__find_dup(const char *const *s, size_t n, size_t *first)
+{
+	struct ordered *v = xcalloc(n ? n : 1, sizeof(*v));
+	size_t dup = SIZE_MAX;
+
+	for (size_t i = 0; i < n; i++)
+		v[i] = (struct ordered){s[i], i};
+	qsort(v, n, sizeof(*v), ordered_cmp);
+	/* equal strings are adjacent and in input order: each run's head is the first use */
+	for (size_t i = 1, head = 0; i < n; i++) {
+		if (strcmp(v[i].s, v[head].s)) {
+			head = i;
+		} else if (v[i].i < dup) {
+			dup = v[i].i;
+			*first = v[head].i;
+		}
+	}
+	free(v);
+	return dup;
+}
+
 /* ---- suggestions ----------------------------------------------------------------------------- */
 
 static size_t edit_distance(const char *a, const char *b)
@@ -509,6 +544,19 @@ static int walk_array(struct walk *w, const struct dir *d, const struct cnode *n
 	nel = named ? n->n / 2 : n->n;
 	if (nel == 0)
 		return 0;
+	if (named) {
+		const char **names = xcalloc(nel, sizeof(*names));
+		size_t dup, first = 0;
+		for (size_t i = 0; i < nel; i++)
+			names[i] = n->items[2 * i]->str;
+		dup = conf__find_dup(names, nel, &first);
+		free(names);
+		if (dup != SIZE_MAX) {
+			const struct cnode *key = n->items[2 * dup], *prev = n->items[2 * first];
+			return conf__fail(w, key, "duplicate key (first at line %d, column %d)",
+					  prev->line, prev->col);
+		}
+	}
 	*dst = xcalloc(nel, d->size);
 	for (size_t i = 0; i < nel; i++) {
 		char *el = (char *)*dst + i * d->size;
@@ -518,13 +566,6 @@ static int walk_array(struct walk *w, const struct dir *d, const struct cnode *n
 			const struct cnode *key = n->items[2 * i];
 			if (strlen(key->str) != key->len || key->len == 0)
 				return conf__fail(w, key, "a name must be a non-empty string");
-			for (size_t j = 0; j < i; j++) {
-				const struct cnode *prev = n->items[2 * j];
-				if (!strcmp(prev->str, key->str))
-					return conf__fail(
-					    w, key, "duplicate key (first at line %d, column %d)",
-					    prev->line, prev->col);
-			}
 			*(char **)(void *)el = xstrdup(key->str);
 			conf__origin_add(w, el, key);
 		}

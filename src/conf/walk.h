@@ -61,6 +61,10 @@ int conf__fail_field(struct walk *w, const void *addr, const char *fmt, ...)
 void conf__origin_add(struct walk *w, const void *addr, const struct cnode *n);
 const struct cnode *conf__origin(const struct walk *w, const void *addr);
 
+/* Among s[0..n), the first string (in order) equal to an earlier one: returns its index and
+ * puts the earlier one's in *first. SIZE_MAX if all differ. O(n log n). */
+size_t conf__find_dup(const char *const *s, size_t n, size_t *first);
+
 /* The candidate closest to s by edit distance, if close enough to be a likely typo; else NULL. */
 const char *conf__suggest(const char *s, const char *const *candidates, size_t n);
 
