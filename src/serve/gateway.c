@@ -1,0 +1,882 @@
+/* gateway.c - the request pipeline of one worker: classify, validate, proxy, relay */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <jansson.h>
+
+#include "api/errors.h"
+#include "api/surface.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "http/sse.h"
+#include "serve/gateway.h"
+
+#define MAX_RESP_FIELDS 96
+#define MAX_JSON_RESPONSE (64u * 1024 * 1024)
+#define NS_PER_MS 1000000ull
+
+/* What kind of body the upstream answers with, decided at its response headers. */
+enum relay_mode {
+	RELAY_BUFFERED,   /* JSON: held whole, checked, sent with Content-Length */
+	RELAY_SSE,        /* event stream: forwarded event by event */
+	RELAY_RAW,        /* anything else: forwarded as it arrives */
+};
+
+struct gw_req {
+	struct gw_worker *gw;
+	struct http_req *hreq;
+	struct conf *conf;
+	struct api_route route;
+	struct api_body facts;
+	json_t *body;
+	const struct conf_provider *provider;
+	const struct conf_deployment *dep;
+	char request_id[48];
+	char method[24];
+
+	struct upstream_req up;
+	struct buf url;
+	struct buf hdr_text;          /* NUL-separated "Name: value" strings for curl */
+	struct curl_slist *hdr_nodes; /* our own nodes pointing into hdr_text; curl only reads them */
+	size_t hdr_nodes_cap;
+	unsigned attempts;
+	unsigned max_attempts;
+	uint64_t total_timeout_ms;
+
+	enum relay_mode mode;
+	bool committed;               /* response headers went to the client */
+	bool client_gone;
+	bool upstream_active;
+	bool saw_terminal;            /* [DONE], message_stop, response.completed/failed/... */
+	bool saw_finish;              /* an OpenAI chunk with a finish_reason */
+	bool sse_broken;
+	bool in_upstream_cb;          /* curl is on the stack: it must not be re-entered */
+	struct sse_parser sse;
+	struct buf resp_body;         /* buffered JSON body */
+	struct http_header *fields;   /* response headers for the client */
+	size_t nfields;
+	uint64_t t_upstream_ns;       /* upstream time until response headers, all attempts */
+
+	struct gw_req *next_free;
+};
+
+static void req_finish(struct gw_req *g);
+
+/* --- ids --------------------------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+	/* xorshift64*: request ids need to be unique, not secret */
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+static bool request_id_ok(const struct iov *v)
+{
+	if (!v || v->len == 0 || v->len > 40)
+		return false;
+	for (size_t i = 0; i < v->len; i++) {
+		char c = v->base[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.' || c == ':'))
+			return false;
+	}
+	return true;
+}
+
+/* --- errors ------------------------------------------------------------------------------ */
+
+const char *gw_render_error(const struct http_req *req, int status, const char *code,
+			    const char *message, struct buf *out, void *ctx)
+{
+	struct api_route route;
+	enum api_format f = API_OPENAI;
+	(void)ctx;
+	if (req && req->path.len && api_classify(req->path, &route) == 0)
+		f = route.format;
+	api_error_body(f, status, code, NULL, message, out);
+	return "application/json";
+}
+
+static void add_field(struct gw_req *g, const char *name, size_t nlen, const char *value,
+		      size_t vlen)
+{
+	if (g->nfields >= MAX_RESP_FIELDS)
+		return;
+	g->fields[g->nfields].name = (struct iov){name, nlen};
+	g->fields[g->nfields].value = (struct iov){value, vlen};
+	g->nfields++;
+}
+
+#define ADD_FIELD_LIT(g, n, v) add_field((g), n, sizeof(n) - 1, (v), strlen(v))
+
+/* Our own response headers: request id, where and how often it ran, and our time. The strings
+ * live in g until the response ends. */
+static char *timing_value(struct gw_req *g, char *tmp, size_t len)
+{
+	uint64_t now = uv_hrtime();
+	uint64_t total = now - g->hreq->t_ready_ns;
+	uint64_t ours = total > g->t_upstream_ns ? total - g->t_upstream_ns : 0;
+	snprintf(tmp, len, "meridian;dur=%.3f, upstream;dur=%.3f", (double)ours / 1e6,
+		 (double)g->t_upstream_ns / 1e6);
+	return tmp;
+}
+
+static void add_own_fields(struct gw_req *g, char *timing, size_t tlen, char *attempts, size_t alen)
+{
+	ADD_FIELD_LIT(g, "x-request-id", g->request_id);
+	if (g->dep)
+		ADD_FIELD_LIT(g, "x-meridian-region", g->dep->region);
+	snprintf(attempts, alen, "%u", g->attempts);
+	ADD_FIELD_LIT(g, "x-meridian-attempts", attempts);
+	ADD_FIELD_LIT(g, "server-timing", timing_value(g, timing, tlen));
+}
+
+static void send_error(struct gw_req *g, int status, const char *code, const char *param,
+		       const char *message)
+{
+	struct buf body = BUF_INIT;
+	char timing[96], attempts[16];
+
+	api_error_body(g->route.format, status, code, param, message, &body);
+	g->nfields = 0;
+	ADD_FIELD_LIT(g, "content-type", "application/json");
+	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
+	http_resp_send(g->hreq, status, g->fields, g->nfields, body.data, body.len);
+	g->hreq = NULL;
+	buf_release(&body);
+	log_trace(LOGF_HTTP, "request %s: %d %s", g->request_id, status, code);
+	req_finish(g);
+}
+
+/* --- request context lifecycle ----------------------------------------------------------- */
+
+static struct gw_req *req_get(struct gw_worker *gw)
+{
+	struct gw_req *g = gw->free_reqs;
+	if (g) {
+		gw->free_reqs = g->next_free;
+		gw->nfree--;
+	} else {
+		g = xcalloc(1, sizeof(*g));
+		g->fields = xcalloc(MAX_RESP_FIELDS, sizeof(*g->fields));
+		sse_parser_init(&g->sse, 0);
+	}
+	g->gw = gw;
+	return g;
+}
+
+static void req_finish(struct gw_req *g)
+{
+	struct gw_worker *gw = g->gw;
+
+	if (g->upstream_active) {
+		upstream_cancel(&g->up);
+		g->upstream_active = false;
+	}
+	json_decref(g->body);
+	g->body = NULL;
+	conf_unref(g->conf);
+	g->conf = NULL;
+	g->provider = NULL;
+	g->dep = NULL;
+	g->hreq = NULL;
+	buf_reset(&g->url);
+	buf_reset(&g->hdr_text);
+	buf_reset(&g->resp_body);
+	/* keep big buffers only while they are small: a 30 MiB body must not stay pinned */
+	if (g->resp_body.cap > 256 * 1024)
+		buf_release(&g->resp_body);
+	sse_parser_release(&g->sse);
+	sse_parser_init(&g->sse, 0);
+	atomic_fetch_sub(&gw->active, 1);
+	if (gw->nfree < 1024) {
+		struct gw_req saved = *g;
+		memset(g, 0, sizeof(*g));
+		g->fields = saved.fields;
+		g->url = saved.url;
+		g->hdr_text = saved.hdr_text;
+		g->hdr_nodes = saved.hdr_nodes;
+		g->hdr_nodes_cap = saved.hdr_nodes_cap;
+		g->resp_body = saved.resp_body;
+		g->up.resp_headers = saved.up.resp_headers;
+		g->sse = saved.sse;
+		g->next_free = gw->free_reqs;
+		gw->free_reqs = g;
+		gw->nfree++;
+		return;
+	}
+	upstream_req_release(&g->up);
+	buf_release(&g->url);
+	buf_release(&g->hdr_text);
+	buf_release(&g->resp_body);
+	sse_parser_release(&g->sse);
+	free(g->hdr_nodes);
+	free(g->fields);
+	free(g);
+}
+
+static void req_free_all(struct gw_worker *gw)
+{
+	struct gw_req *g;
+	while ((g = gw->free_reqs)) {
+		gw->free_reqs = g->next_free;
+		upstream_req_release(&g->up);
+		buf_release(&g->url);
+		buf_release(&g->hdr_text);
+		buf_release(&g->resp_body);
+		sse_parser_release(&g->sse);
+		free(g->hdr_nodes);
+		free(g->fields);
+		free(g);
+	}
+	gw->nfree = 0;
+}
+
+/* --- upstream request headers ------------------------------------------------------------ */
+
+static bool is_hop_or_private(struct iov name, const struct iov *conn_tokens, size_t ntokens,
+			      bool strip_auth)
+{
+	static const char *const drop[] = {
+		"connection", "keep-alive", "proxy-connection", "te", "trailer",
+		"transfer-encoding", "upgrade", "proxy-authorization", "proxy-authenticate",
+		"host", "content-length", "expect", "accept-encoding", "x-request-id",
+		"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(drop); i++)
+		if (iov_eq_ci(name, drop[i]))
+			return true;
+	if (name.len >= 11 && strncasecmp(name.base, "x-meridian-", 11) == 0)
+		return true;
+	if (strip_auth && (iov_eq_ci(name, "authorization") || iov_eq_ci(name, "x-api-key") ||
+			   iov_eq_ci(name, "api-key")))
+		return true;
+	for (size_t i = 0; i < ntokens; i++)
+		if (name.len == conn_tokens[i].len &&
+		    strncasecmp(name.base, conn_tokens[i].base, name.len) == 0)
+			return true;
+	return false;
+}
+
+/* Appends "Name: value" and its NUL separator. An empty value gives "Name:", which tells curl
+ * not to send a header it would add by itself. */
+static void hdr_add(struct gw_req *g, const char *name, size_t nlen, const char *prefix,
+		    const char *value, size_t vlen)
+{
+	buf_append(&g->hdr_text, name, nlen);
+	if (vlen || prefix[0]) {
+		buf_append(&g->hdr_text, ": ", 2);
+		buf_puts(&g->hdr_text, prefix);
+		buf_append(&g->hdr_text, value, vlen);
+	} else {
+		buf_append(&g->hdr_text, ":", 1);
+	}
+	buf_append(&g->hdr_text, "", 1);
+}
+
+/* Builds the upstream header list without a malloc per header: the strings go into one buffer
+ * and the list nodes into one array. */
+static void build_upstream_headers(struct gw_req *g)
+{
+	const struct http_req *h = g->hreq;
+	const struct conf_provider *p = g->provider;
+	struct iov tokens[16];
+	size_t ntokens = 0;
+	bool inject = p->auth_mode == CONF_AUTH_INJECT;
+	bool has_accept = false, has_ctype = false;
+
+	/* names listed in Connection are hop-by-hop too */
+	const struct iov *conn = http_req_header(h, "connection");
+	if (conn) {
+		const char *s = conn->base, *end = conn->base + conn->len;
+		while (s < end && ntokens < ARRAY_SIZE(tokens)) {
+			while (s < end && (*s == ' ' || *s == ',' || *s == '\t'))
+				s++;
+			const char *t = s;
+			while (s < end && *s != ',' && *s != ' ' && *s != '\t')
+				s++;
+			if (s > t)
+				tokens[ntokens++] = (struct iov){t, (size_t)(s - t)};
+		}
+	}
+	buf_reset(&g->hdr_text);
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const struct http_header *f = &h->headers[i];
+		if (is_hop_or_private(f->name, tokens, ntokens, inject))
+			continue;
+		if (iov_eq_ci(f->name, "accept"))
+			has_accept = true;
+		if (iov_eq_ci(f->name, "content-type"))
+			has_ctype = true;
+		hdr_add(g, f->name.base, f->name.len, "", f->value.base, f->value.len);
+	}
+	hdr_add(g, "x-request-id", 12, "", g->request_id, strlen(g->request_id));
+	if (inject && p->key) {
+		if (g->route.format == API_ANTHROPIC)
+			hdr_add(g, "x-api-key", 9, "", p->key, strlen(p->key));
+		else
+			hdr_add(g, "Authorization", 13, "Bearer ", p->key, strlen(p->key));
+	}
+	/* curl would add "Expect: 100-continue" (a round trip) and "Accept: *" "/" "*" itself */
+	hdr_add(g, "Expect", 6, "", "", 0);
+	if (!has_accept)
+		hdr_add(g, "Accept", 6, "", "", 0);
+	if (!has_ctype && h->body.len)
+		hdr_add(g, "Content-Type", 12, "", "application/json", 16);
+
+	/* link the nodes now that the text no longer moves */
+	size_t n = 0;
+	for (size_t i = 0; i < g->hdr_text.len; i++)
+		if (g->hdr_text.data[i] == '\0')
+			n++;
+	if (n > g->hdr_nodes_cap) {
+		g->hdr_nodes = xrealloc(g->hdr_nodes, n * sizeof(*g->hdr_nodes));
+		g->hdr_nodes_cap = n;
+	}
+	char *s = g->hdr_text.data;
+	for (size_t i = 0; i < n; i++) {
+		g->hdr_nodes[i].data = s;
+		g->hdr_nodes[i].next = i + 1 < n ? &g->hdr_nodes[i + 1] : NULL;
+		s += strlen(s) + 1;
+	}
+	g->up.headers = n ? g->hdr_nodes : NULL;
+}
+
+/* --- relaying the response --------------------------------------------------------------- */
+
+static bool is_hop_response_field(struct iov name)
+{
+	static const char *const drop[] = {
+		"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+		"upgrade", "content-length", "x-request-id", "server-timing",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(drop); i++)
+		if (iov_eq_ci(name, drop[i]))
+			return true;
+	return false;
+}
+
+/* Splits the upstream's header block into fields for the client, without copying. */
+static void collect_upstream_fields(struct gw_req *g, const struct buf *hb, bool sse)
+{
+	const char *s = hb->data, *end = hb->data + hb->len;
+	while (s && s < end) {
+		const char *eol = memchr(s, '\n', (size_t)(end - s));
+		const char *line_end = eol ? eol : end;
+		const char *colon = memchr(s, ':', (size_t)(line_end - s));
+		if (colon && colon > s) {
+			struct iov name = {s, (size_t)(colon - s)};
+			const char *v = colon + 1, *ve = line_end;
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+				ve--;
+			/* ours replace the upstream's for streams */
+			if (!is_hop_response_field(name) &&
+			    !(sse && (iov_eq_ci(name, "cache-control") ||
+				      iov_eq_ci(name, "x-accel-buffering"))))
+				add_field(g, name.base, name.len, v, (size_t)(ve - v));
+		}
+		s = eol ? eol + 1 : end;
+	}
+}
+
+static struct iov find_field(const struct buf *hb, const char *name)
+{
+	size_t nlen = strlen(name);
+	const char *s = hb->data, *end = hb->data + hb->len;
+	while (s && s < end) {
+		const char *eol = memchr(s, '\n', (size_t)(end - s));
+		const char *line_end = eol ? eol : end;
+		if ((size_t)(line_end - s) > nlen && s[nlen] == ':' && strncasecmp(s, name, nlen) == 0) {
+			const char *v = s + nlen + 1, *ve = line_end;
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+				ve--;
+			return (struct iov){v, (size_t)(ve - v)};
+		}
+		s = eol ? eol + 1 : end;
+	}
+	return IOV_NULL;
+}
+
+static void begin_client_response(struct gw_req *g, int64_t content_length)
+{
+	char timing[96], attempts[16];
+	bool sse = g->mode == RELAY_SSE;
+
+	g->nfields = 0;
+	collect_upstream_fields(g, &g->up.resp_headers, sse);
+	if (sse) {
+		ADD_FIELD_LIT(g, "cache-control", "no-cache");
+		ADD_FIELD_LIT(g, "x-accel-buffering", "no");
+	}
+	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
+	http_resp_begin(g->hreq, g->up.status, g->fields, g->nfields, content_length);
+	g->committed = true;
+}
+
+static int on_up_headers(struct upstream_req *r, int status, const struct buf *headers)
+{
+	struct gw_req *g = r->data;
+	struct iov ctype = find_field(headers, "content-type");
+
+	g->t_upstream_ns += r->t_headers_ns - r->t_start_ns;
+	if (g->client_gone)
+		return -1;
+	if (ctype.len >= 17 && strncasecmp(ctype.base, "text/event-stream", 17) == 0) {
+		g->mode = RELAY_SSE;
+	} else if ((ctype.len >= 16 && strncasecmp(ctype.base, "application/json", 16) == 0) ||
+		   ctype.len == 0) {
+		g->mode = RELAY_BUFFERED;
+	} else {
+		g->mode = RELAY_RAW;
+	}
+	if (g->mode != RELAY_BUFFERED) {
+		/* the client learns the status and headers now, before the first token */
+		g->in_upstream_cb = true;
+		begin_client_response(g, -1);
+		http_resp_flush(g->hreq);
+		g->in_upstream_cb = false;
+		if (g->client_gone)
+			return -1;
+	}
+	(void)status;
+	return 0;
+}
+
+/* Notes the events that mean a stream ended as the upstream intended. */
+static int on_sse_event(const struct sse_event *ev, void *ud)
+{
+	struct gw_req *g = ud;
+	if (ev->event.len) {
+		if (iov_eq(ev->event, "message_stop") || iov_eq(ev->event, "response.completed") ||
+		    iov_eq(ev->event, "response.failed") || iov_eq(ev->event, "response.incomplete") ||
+		    iov_eq(ev->event, "error"))
+			g->saw_terminal = true;
+		return 0;
+	}
+	if (iov_eq(ev->data, "[DONE]")) {
+		g->saw_terminal = true;
+	} else if (ev->data.len > 16 && memmem(ev->data.base, ev->data.len, "\"finish_reason\":\"", 17)) {
+		g->saw_finish = true;
+	} else if (ev->data.len > 9 && memmem(ev->data.base, ev->data.len, "\"type\":\"", 8)) {
+		/* Responses API and Anthropic events also name their type inside data */
+		if (memmem(ev->data.base, ev->data.len, "\"type\":\"message_stop\"", 21) ||
+		    memmem(ev->data.base, ev->data.len, "\"type\":\"response.completed\"", 27))
+			g->saw_terminal = true;
+	}
+	return 0;
+}
+
+static int relay_data(struct gw_req *g, const char *p, size_t n);
+
+static int on_up_data(struct upstream_req *r, const char *p, size_t n)
+{
+	struct gw_req *g = r->data;
+	int rc;
+
+	if (g->client_gone)
+		return UPSTREAM_DATA_ABORT;
+	g->in_upstream_cb = true;
+	rc = relay_data(g, p, n);
+	g->in_upstream_cb = false;
+	return g->client_gone ? UPSTREAM_DATA_ABORT : rc;
+}
+
+static int relay_data(struct gw_req *g, const char *p, size_t n)
+{
+	struct iov done;
+	int64_t queued;
+
+	switch (g->mode) {
+	case RELAY_BUFFERED:
+		if (g->resp_body.len + n > MAX_JSON_RESPONSE)
+			return UPSTREAM_DATA_ABORT;
+		buf_append(&g->resp_body, p, n);
+		return UPSTREAM_DATA_OK;
+	case RELAY_RAW:
+		if (http_req_queued(g->hreq) > g->conf->server.stream_buffer)
+			return UPSTREAM_DATA_PAUSE;
+		queued = http_resp_write(g->hreq, p, n);
+		return queued < 0 ? UPSTREAM_DATA_ABORT : UPSTREAM_DATA_OK;
+	case RELAY_SSE:
+		/* the bytes are refused (paused) before they are parsed, so a paused chunk is fed
+		 * exactly once, when curl delivers it again */
+		if (http_req_queued(g->hreq) > g->conf->server.stream_buffer)
+			return UPSTREAM_DATA_PAUSE;
+		if (sse_feed(&g->sse, p, n, on_sse_event, g, &done) < 0) {
+			g->sse_broken = true;
+			return UPSTREAM_DATA_ABORT;
+		}
+		if (done.len) {
+			queued = http_resp_write(g->hreq, done.base, done.len);
+			if (queued < 0)
+				return UPSTREAM_DATA_ABORT;
+		}
+		return UPSTREAM_DATA_OK;
+	}
+	return UPSTREAM_DATA_ABORT;
+}
+
+static void on_client_drain(struct http_req *h)
+{
+	struct gw_req *g = h->data;
+	if (g && g->upstream_active)
+		upstream_resume(&g->up);
+}
+
+static void on_client_abort(struct http_req *h)
+{
+	struct gw_req *g = h->data;
+	if (!g)
+		return;
+	g->client_gone = true;
+	log_trace(LOGF_HTTP, "request %s: client went away", g->request_id);
+	http_resp_abort(h);
+	g->hreq = NULL;
+	/* inside a curl callback the callback's return code stops the transfer, and on_up_done
+	 * finishes the request */
+	if (g->in_upstream_cb)
+		return;
+	if (g->upstream_active) {
+		/* closes the upstream connection at once, so the upstream stops generating */
+		upstream_cancel(&g->up);
+		g->upstream_active = false;
+	}
+	req_finish(g);
+}
+
+static bool retryable_before_commit(const struct gw_req *g, int result)
+{
+	const struct conf_routing *rt = &g->conf->routing;
+	if (result == UPSTREAM_ECONNECT)
+		return rt->retry_on & CONF_RETRY_CONNECT;
+	if (result == UPSTREAM_ETIMEOUT_CONNECT)
+		return rt->retry_on & (CONF_RETRY_CONNECT | CONF_RETRY_TIMEOUT);
+	return false;
+}
+
+static void error_for_result(int result, int *status, const char **code, const char **msg)
+{
+	switch (result) {
+	case UPSTREAM_ECONNECT:
+		*status = 502, *code = "upstream_connect_failed";
+		*msg = "could not connect to the upstream";
+		break;
+	case UPSTREAM_ETLS:
+		*status = 502, *code = "upstream_tls_error";
+		*msg = "the upstream's TLS certificate could not be verified";
+		break;
+	case UPSTREAM_ETIMEOUT_CONNECT:
+		*status = 504, *code = "upstream_connect_timeout";
+		*msg = "connecting to the upstream timed out";
+		break;
+	case UPSTREAM_ETIMEOUT_FIRST_BYTE:
+		*status = 504, *code = "upstream_timeout";
+		*msg = "the upstream did not answer within the first-byte timeout";
+		break;
+	case UPSTREAM_ETIMEOUT_IDLE:
+		*status = 504, *code = "upstream_idle_timeout";
+		*msg = "the upstream stopped sending data";
+		break;
+	case UPSTREAM_ETIMEOUT_TOTAL:
+		*status = 504, *code = "request_timeout";
+		*msg = "the request exceeded its total timeout";
+		break;
+	default:
+		*status = 502, *code = "upstream_error";
+		*msg = "the upstream's response was malformed or cut short";
+	}
+}
+
+static int start_attempt(struct gw_req *g);
+
+static void on_up_done(struct upstream_req *r, int result)
+{
+	struct gw_req *g = r->data;
+	int status;
+	const char *code, *msg;
+
+	g->upstream_active = false;
+	if (g->client_gone || !g->hreq) {
+		req_finish(g);
+		return;
+	}
+	if (result == UPSTREAM_OK && g->mode == RELAY_BUFFERED) {
+		/* a 2xx JSON answer that does not parse is a broken upstream, not a success */
+		if (g->up.status >= 200 && g->up.status < 300 && g->resp_body.len) {
+			json_error_t jerr;
+			json_t *j = json_loadb(g->resp_body.data, g->resp_body.len, 0, &jerr);
+			if (!j) {
+				send_error(g, 502, "upstream_invalid_response", NULL,
+					   "the upstream answered with invalid JSON");
+				return;
+			}
+			json_decref(j);
+		}
+		begin_client_response(g, (int64_t)g->resp_body.len);
+		http_resp_write(g->hreq, g->resp_body.data, g->resp_body.len);
+		http_resp_end(g->hreq);
+		g->hreq = NULL;
+		req_finish(g);
+		return;
+	}
+	if (!g->committed) {
+		if (retryable_before_commit(g, result) && g->attempts < g->max_attempts) {
+			log_info("request %s: attempt %u on '%s' failed (%s), retrying", g->request_id,
+				 g->attempts, g->dep->url, upstream_strerror(result));
+			buf_reset(&g->resp_body);
+			if (start_attempt(g) == 0)
+				return;
+		}
+		error_for_result(result, &status, &code, &msg);
+		log_warn("request %s: upstream '%s' failed: %s", g->request_id, g->dep->url,
+			 upstream_strerror(result));
+		send_error(g, status, code, NULL, msg);
+		return;
+	}
+	if (g->mode == RELAY_SSE) {
+		bool complete = result == UPSTREAM_OK && !sse_has_partial(&g->sse) &&
+				(g->saw_terminal || g->saw_finish);
+		if (complete) {
+			/* an OpenAI stream that finished but lost its [DONE] is finalised for the
+			 * client, which waits for it */
+			if (!g->saw_terminal && g->route.format == API_OPENAI &&
+			    g->route.ep != API_EP_RESPONSES)
+				http_resp_write(g->hreq, "data: [DONE]\n\n", 14);
+			http_resp_end(g->hreq);
+		} else {
+			struct buf ev = BUF_INIT;
+			error_for_result(result == UPSTREAM_OK ? UPSTREAM_EPROTO : result, &status,
+					 &code, &msg);
+			if (result == UPSTREAM_OK || result == UPSTREAM_ESEND || result == UPSTREAM_EPROTO) {
+				code = "upstream_aborted";
+				msg = "the upstream stream ended before it was complete";
+			}
+			log_warn("request %s: stream from '%s' broke: %s", g->request_id, g->dep->url,
+				 upstream_strerror(result));
+			api_error_event(g->route.format, code, msg, &ev);
+			http_resp_write(g->hreq, ev.data, ev.len);
+			buf_release(&ev);
+			/* no terminal chunk: the client sees a truncated message, never a complete one */
+			http_resp_abort(g->hreq);
+		}
+	} else if (result == UPSTREAM_OK) {
+		http_resp_end(g->hreq);
+	} else {
+		http_resp_abort(g->hreq);
+	}
+	g->hreq = NULL;
+	req_finish(g);
+}
+
+static int start_attempt(struct gw_req *g)
+{
+	const struct conf_routing *rt = &g->conf->routing;
+	struct upstream_req *u = &g->up;
+	uint64_t elapsed_ms = (uv_hrtime() - g->hreq->t_ready_ns) / NS_PER_MS;
+
+	if (elapsed_ms >= g->total_timeout_ms)
+		return -1;
+	g->attempts++;
+	g->mode = RELAY_BUFFERED;
+	u->url = g->url.data;
+	u->body = g->hreq->body.data;
+	u->body_len = g->hreq->body.len;
+	u->connect_timeout_ms = rt->connect_timeout_ms;
+	u->first_byte_timeout_ms = rt->first_byte_timeout_ms;
+	u->idle_timeout_ms = rt->idle_timeout_ms;
+	u->total_timeout_ms = g->total_timeout_ms - elapsed_ms;
+	u->ca_file = g->provider->ca_file;
+	u->http_version = g->provider->http_version == CONF_HTTP_1_1 ? UPSTREAM_HTTP_1_1
+			  : g->provider->http_version == CONF_HTTP_2 ? UPSTREAM_HTTP_2
+								     : UPSTREAM_HTTP_AUTO;
+	u->on_headers = on_up_headers;
+	u->on_data = on_up_data;
+	u->on_done = on_up_done;
+	u->data = g;
+	size_t ml = g->hreq->method_name.len < sizeof(g->method) - 1 ? g->hreq->method_name.len
+								      : sizeof(g->method) - 1;
+	memcpy(g->method, g->hreq->method_name.base, ml);
+	g->method[ml] = '\0';
+	u->method = g->method;
+	int rc = upstream_start(g->gw->pool, u);
+	if (rc == 0)
+		g->upstream_active = true;
+	return rc;
+}
+
+/* --- the handler ------------------------------------------------------------------------- */
+
+/* The deployment for a request until regions arrive: the default provider's first deployment
+ * that serves the model (or any, for requests without a model). */
+static const struct conf_deployment *pick_deployment(const struct conf_provider *p, const char *model)
+{
+	for (size_t i = 0; i < p->ndeployments; i++) {
+		const struct conf_deployment *d = &p->deployments[i];
+		if (!model || d->models_discover)
+			return d;
+		for (size_t m = 0; m < d->nmodels; m++)
+			if (!strcmp(d->models[m], model))
+				return d;
+	}
+	return NULL;
+}
+
+static void handle(struct http_req *h, void *ctx)
+{
+	struct gw_worker *gw = ctx;
+	struct gw_req *g = req_get(gw);
+	char err[256];
+	const char *err_param = NULL;
+
+	atomic_fetch_add(&gw->active, 1);
+	g->hreq = h;
+	g->conf = conf_ref(gw->conf);
+	h->data = g;
+	h->on_abort = on_client_abort;
+	h->on_drain = on_client_drain;
+
+	const struct iov *rid = http_req_header(h, "x-request-id");
+	if (request_id_ok(rid)) {
+		memcpy(g->request_id, rid->base, rid->len);
+		g->request_id[rid->len] = '\0';
+	} else {
+		uint64_t a = rng_next(&gw->rng), b = rng_next(&gw->rng);
+		snprintf(g->request_id, sizeof(g->request_id), "req_%016llx%08llx",
+			 (unsigned long long)a, (unsigned long long)(b >> 32));
+	}
+
+	if (api_classify(h->path, &g->route) != 0) {
+		send_error(g, 404, "not_found", NULL, "no such endpoint; API paths start with /v1/");
+		return;
+	}
+	if (g->route.json_body) {
+		if (h->method != 3 /* POST */) {
+			send_error(g, 405, "method_not_allowed", NULL, "this endpoint takes POST");
+			return;
+		}
+		g->body = api_parse_body(h->body.data, h->body.len, &g->route, &g->facts, err,
+					 sizeof(err), &err_param);
+		if (!g->body) {
+			send_error(g, 400, "invalid_request", err_param, err);
+			return;
+		}
+	}
+	g->provider = conf_default_provider(g->conf);
+	if (!g->provider) {
+		send_error(g, 503, "no_provider", NULL, "no provider is configured");
+		return;
+	}
+	g->dep = pick_deployment(g->provider, g->facts.model);
+	if (!g->dep) {
+		snprintf(err, sizeof(err), "the model '%s' does not exist or is not served here",
+			 g->facts.model);
+		send_error(g, 404, "model_not_found", "model", err);
+		return;
+	}
+
+	g->total_timeout_ms = g->conf->routing.total_timeout_ms;
+	const struct iov *rt = http_req_header(h, "x-meridian-request-timeout");
+	if (rt && rt->len < 32) {
+		char tmp[32];
+		memcpy(tmp, rt->base, rt->len);
+		tmp[rt->len] = '\0';
+		int64_t ms = conf_parse_duration_ms(tmp);
+		if (ms <= 0) {
+			send_error(g, 400, "invalid_request", NULL,
+				   "x-meridian-request-timeout must be a duration like 30s");
+			return;
+		}
+		if ((uint64_t)ms < g->total_timeout_ms)
+			g->total_timeout_ms = (uint64_t)ms;
+	}
+	g->max_attempts = g->conf->routing.max_attempts ? g->conf->routing.max_attempts : 1;
+
+	buf_reset(&g->url);
+	buf_puts(&g->url, g->dep->url);
+	buf_append(&g->url, h->target.base, h->target.len);
+	build_upstream_headers(g);
+	if (start_attempt(g) != 0)
+		send_error(g, 502, "upstream_error", NULL, "could not start the upstream request");
+}
+
+/* --- worker lifecycle -------------------------------------------------------------------- */
+
+static void limits_from_conf(const struct conf *c, struct http_limits *l)
+{
+	http_limits_default(l);
+	l->max_url = c->server.max_url;
+	l->max_header_line = c->server.max_header_line;
+	l->max_header_bytes = c->server.max_header_bytes;
+	l->max_headers = c->server.max_headers;
+	l->max_body = c->server.max_body;
+	l->header_timeout_ms = c->server.header_timeout_ms;
+	l->body_timeout_ms = c->server.body_timeout_ms;
+	l->keepalive_timeout_ms = c->server.keepalive_timeout_ms;
+	l->send_timeout_ms = c->server.send_timeout_ms;
+	l->max_connections = c->server.max_connections;
+	l->write_high_water = c->server.stream_buffer;
+	l->write_low_water = c->server.stream_buffer / 4;
+}
+
+int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, char *err,
+		    size_t errlen)
+{
+	struct http_limits limits;
+
+	gw->loop = loop;
+	gw->conf = conf;
+	if (getrandom(&gw->rng, sizeof(gw->rng), 0) != sizeof(gw->rng) || gw->rng == 0)
+		gw->rng = uv_hrtime() | 1;
+	gw->pool = upstream_pool_new(loop);
+	limits_from_conf(conf, &limits);
+	gw->listeners = xcalloc(conf->nlistens, sizeof(*gw->listeners));
+	for (size_t i = 0; i < conf->nlistens; i++) {
+		int rc = http_listen(loop, conf->listens[i].address, &limits, handle,
+				     gw_render_error, gw, &gw->listeners[i]);
+		if (rc < 0) {
+			snprintf(err, errlen, "cannot listen on '%s': %s", conf->listens[i].address,
+				 uv_strerror(rc));
+			return rc;
+		}
+		gw->nlisteners++;
+	}
+	return 0;
+}
+
+void gw_worker_set_conf(struct gw_worker *gw, struct conf *conf)
+{
+	struct conf *old = gw->conf;
+	gw->conf = conf;
+	conf_unref(old);
+}
+
+void gw_worker_drain(struct gw_worker *gw)
+{
+	gw->stopping = true;
+	for (size_t i = 0; i < gw->nlisteners; i++)
+		http_listener_stop(gw->listeners[i]);
+}
+
+void gw_worker_close(struct gw_worker *gw)
+{
+	for (size_t i = 0; i < gw->nlisteners; i++)
+		http_listener_close(gw->listeners[i]);
+	xfree(gw->listeners);
+	gw->nlisteners = 0;
+	upstream_pool_free(gw->pool);
+	gw->pool = NULL;
+	req_free_all(gw);
+	conf_unref(gw->conf);
+	gw->conf = NULL;
+}
