@@ -851,6 +851,33 @@ static void test_header_timeout(void **state)
 	wait_idle(s);
 }
 
+static void test_slow_second_request(void **state)
+{
+	struct srv *s = *state;
+	struct cli c;
+	struct resp r = {0};
+	static const char part[] = "GET /2 HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890";
+	/* Slowloris on keep-alive reuse: the second request's header deadline runs from its first
+	 * byte and is not reset by later bytes. */
+	cli_open(&c, s->port);
+	cli_sends(&c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_true(cli_response(&c, &r, false));
+	usleep(200000); /* idle, but under the keep-alive timeout */
+	uint64_t t0 = now_ms();
+	for (size_t i = 0; i < sizeof(part) - 1 && !c.eof; i++) {
+		cli_send(&c, part + i, 1);
+		cli_fill(&c, 40);
+	}
+	cli_read_eof(&c, 2000);
+	uint64_t dt = now_ms() - t0;
+	assert_true(c.eof);
+	assert_int_equal(count_status_lines(c.buf), 1);
+	assert_int_equal(status_of(c.buf + 9), 408);
+	assert_true(dt >= 250 && dt < 1000);
+	cli_close(&c);
+	buf_release(&r.body);
+}
+
 static void test_body_timeout(void **state)
 {
 	struct srv *s = *state;
@@ -1075,6 +1102,76 @@ static void test_upgrade_not_switched(void **state)
 	cli_close(&c);
 }
 
+/* Mutated pipelines, split at random points, each on a connection the client half-closes: the
+ * server must answer only with well-formed status lines, never crash or leak, and stay up. */
+static void test_random_mutations(void **state)
+{
+	struct srv *s = *state;
+	static const char *base[] = {
+		"GET /a?b=c HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+		"GET /e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+		"HEAD /h HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+	};
+	static const char alphabet[] = "\r\n :;,_\t\0\x7f\x80-0123456789aAzZ/?#@";
+	unsigned seed = 12345;
+	struct buf b = BUF_INIT;
+	for (int iter = 0; iter < 400; iter++) {
+		b.len = 0;
+		for (int k = 0; k < 3; k++)
+			buf_puts(&b, base[rand_r(&seed) % ARRAY_SIZE(base)]);
+		int nmut = 1 + (int)(rand_r(&seed) % 4);
+		for (int m = 0; m < nmut; m++) {
+			size_t at = (size_t)rand_r(&seed) % b.len;
+			char ch = alphabet[(size_t)rand_r(&seed) % (sizeof(alphabet) - 1)];
+			switch (rand_r(&seed) % 3) {
+			case 0:
+				b.data[at] = ch;
+				break;
+			case 1:
+				buf_append(&b, "", 0);
+				memmove(b.data + at + 1, b.data + at, b.len - at);
+				b.data[at] = ch;
+				b.len++;
+				break;
+			default:
+				memmove(b.data + at, b.data + at + 1, b.len - at - 1);
+				b.len--;
+				break;
+			}
+		}
+		struct cli c;
+		cli_open(&c, s->port);
+		size_t off = 0;
+		while (off < b.len) {
+			size_t n = 1 + (size_t)rand_r(&seed) % (b.len - off);
+			cli_send(&c, b.data + off, n);
+			off += n;
+		}
+		shutdown(c.fd, SHUT_WR);
+		cli_read_eof(&c, 3000);
+		assert_true(c.eof);
+		for (const char *q = c.buf; q && *q; q = strstr(q + 1, "\r\n\r\nHTTP/")) {
+			const char *line = q == c.buf ? q : q + 4;
+			assert_int_equal(strncmp(line, "HTTP/1.1 ", 9), 0);
+		}
+		cli_close(&c);
+	}
+	buf_release(&b);
+	wait_idle(s);
+	/* Still serving. */
+	struct cli c;
+	struct resp r = {0};
+	cli_open(&c, s->port);
+	cli_sends(&c, "GET /alive HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_true(cli_response(&c, &r, false));
+	assert_int_equal(r.status, 200);
+	cli_close(&c);
+	buf_release(&r.body);
+}
+
 static void test_streaming(void **state)
 {
 	struct srv *s = *state;
@@ -1242,7 +1339,7 @@ static void test_backpressure_and_send_timeout(void **state)
 {
 	struct srv *s = *state;
 	struct cli c;
-	size_t total = 4u << 20, got = 0;
+	size_t total = 16u << 20, got = 0;
 
 	/* A reader that keeps up gets every byte; on_drain paced the writer. */
 	cli_open(&c, s->port);
@@ -1251,6 +1348,9 @@ static void test_backpressure_and_send_timeout(void **state)
 	char req[128];
 	snprintf(req, sizeof(req), "GET /big?n=%zu HTTP/1.1\r\nHost: a\r\n\r\n", total);
 	cli_sends(&c, req);
+	/* Let the kernel buffers fill so the server must queue past the high water mark; the pause
+	 * stays under the 400 ms send timeout. */
+	usleep(150000);
 	char tmp[65536];
 	size_t head = 0;
 	for (;;) {
@@ -1403,6 +1503,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_limits, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_header_timeout, setup_short, srv_stop),
+		cmocka_unit_test_setup_teardown(test_slow_second_request, setup_short, srv_stop),
 		cmocka_unit_test_setup_teardown(test_body_timeout, setup_short, srv_stop),
 		cmocka_unit_test_setup_teardown(test_smuggling, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_accepted_variants, setup, srv_stop),
@@ -1410,6 +1511,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipeline_flood, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_413_while_sending, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_upgrade_not_switched, setup, srv_stop),
+		cmocka_unit_test_setup_teardown(test_random_mutations, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_streaming, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_abort_no_terminal_chunk, setup, srv_stop),
 		cmocka_unit_test_setup_teardown(test_client_abort, setup, srv_stop),
