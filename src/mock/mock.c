@@ -464,6 +464,7 @@ static void pump(struct mreq *r)
 	size_t budget = 0;
 	int64_t q = 0;
 
+	/* a cut or stall at ntok streams every token but never the terminal events */
 	if (r->cut_after < limit)
 		limit = r->cut_after;
 	if (r->stall_after < limit)
@@ -478,7 +479,10 @@ static void pump(struct mreq *r)
 		}
 		while (r->sent < due && r->out.len < WRITE_BYTES)
 			mock_sse_token(g, r->sent++, &r->out);
-		bool finished = r->sent == g->ntok && limit == g->ntok;
+		bool at_limit = r->sent == limit;
+		bool do_cut = at_limit && r->cut_after == limit;
+		bool do_stall = at_limit && !do_cut && r->stall_after == limit;
+		bool finished = at_limit && !do_cut && !do_stall;
 		if (finished)
 			mock_sse_tail(g, &r->out);
 		budget += r->out.len;
@@ -489,13 +493,13 @@ static void pump(struct mreq *r)
 			mreq_put(r);
 			return;
 		}
-		if (r->sent == limit) {
-			if (limit == r->cut_after) {
-				cut(r);
-			} else {
-				r->phase = PH_STALL;
-				http_resp_flush(r->req);
-			}
+		if (do_cut) {
+			cut(r);
+			return;
+		}
+		if (do_stall) {
+			r->phase = PH_STALL;
+			http_resp_flush(r->req);
 			return;
 		}
 		if ((size_t)q > r->mw->m->limits.write_high_water) {
