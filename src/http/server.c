@@ -110,6 +110,7 @@ struct http_conn {
 
 	/* Deadlines, in uv_now() milliseconds. */
 	uint64_t t_accept, t_idle, t_header, t_body, t_linger, t_progress, armed;
+	size_t wq_seen;           /* libuv write queue size when progress was last seen */
 };
 
 struct http_listener {
@@ -778,8 +779,9 @@ static int conn_write_out(struct http_conn *c)
 		return r;
 	}
 	c->writing = true;
-	/* The send timeout measures from here: a write pending with no completion for too long. */
+	/* The send timeout measures from here: a write pending with no progress for too long. */
 	c->t_progress = uv_now(c->l->loop);
+	c->wq_seen = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
 	return 0;
 }
 
@@ -1220,10 +1222,19 @@ static void on_timer(uv_timer_t *t)
 		return;
 	}
 	switch (which) {
-	case DL_SEND:
+	case DL_SEND: {
+		/* A slow reader still draining one big write is progress too, not a timeout. */
+		size_t wq = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+		if (wq < c->wq_seen) {
+			c->wq_seen = wq;
+			c->t_progress = uv_now(c->l->loop);
+			conn_arm(c);
+			return;
+		}
 		log_trace(LOGF_HTTP, "http: send timeout, closing");
 		conn_close(c);
 		break;
+	}
 	case DL_HEADER:
 		conn_fail(c, 408, "timed out waiting for the request headers");
 		break;
