@@ -312,15 +312,7 @@ def perf_summary(path, seconds):
         for pct, _, sym in own:
             out.append("| %.1f%% | `%s` |" % (pct, sym))
         out.append("")
-    sysc = [x for x in incl if x[1].startswith("[kernel") and re.match(r"__(x64|se|do)_sys_", x[2])][:15]
-    if sysc:
-        out.append("System calls by inclusive time (kernel work done for each):")
-        out.append("")
-        out.append("| inclusive | system call |")
-        out.append("|--:|---|")
-        for pct, _, sym in sysc:
-            out.append("| %.1f%% | `%s` |" % (pct, re.sub(r"^__(x64|se|do)_sys_", "", sym)))
-        out.append("")
+    out += perf_attribution(path)
     lib = [x for x in incl if x[1] not in ("meridian",) and not x[1].startswith("[")
            and re.match(r"(curl_|Curl_|uv_|json_|sqlite3_)", x[2])][:15]
     if lib:
@@ -330,6 +322,97 @@ def perf_summary(path, seconds):
         out.append("|--:|---|---|")
         for pct, dso, sym in lib:
             out.append("| %.1f%% | %s | `%s` |" % (pct, dso, sym))
+        out.append("")
+    return out
+
+
+OWN = [
+    (r"libcurl", "libcurl"),
+    (r"libuv", "libuv"),
+    (r"libjansson", "jansson"),
+    (r"libssl|libcrypto", "OpenSSL"),
+    (r"libsqlite", "SQLite"),
+    (r"libyaml", "libyaml"),
+    (r"libnghttp2|libz\.|libbrotli|libzstd|libidn2|libpsl", "libcurl's dependencies"),
+]
+SYSTEM_DSO = re.compile(r"kernel\.kallsyms|/libc\.so|\[vdso\]|/ld-linux|libpthread|\[unknown\]")
+
+
+def component(dso, sym):
+    """The part of the gateway a user-space frame belongs to, or None for libc and the kernel."""
+    if SYSTEM_DSO.search(dso) or dso == "inlined":
+        return None
+    if dso.endswith("/meridian") or dso == "meridian":
+        return "llhttp (request parsing)" if sym.startswith("llhttp") else "meridian's own code"
+    for pat, name in OWN:
+        if re.search(pat, dso):
+            return name
+    return "other: " + os.path.basename(dso)
+
+
+def syscall_name(sym):
+    sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
+    prev = None
+    while prev != sym:
+        prev, sym = sym, re.sub(r"^(__GI_+|__libc_|libc_|__)", "", sym)
+    return re.sub(r"(_nocancel|64)$", "", sym) or "?"
+
+
+def perf_attribution(path):
+    """Walks every sampled stack: which system call a kernel sample is in, and which component
+    (meridian, llhttp, libcurl, libuv, jansson...) the sample's work was done for, i.e. the
+    innermost frame that is neither the kernel nor libc."""
+    text = run(["perf", "script", "-i", path, "-F", "comm,tid,ip,sym,dso"], 900)
+    total = 0
+    by_syscall, by_component = {}, {}
+    frames = []
+
+    def flush():
+        nonlocal total
+        if not frames:
+            return
+        total += 1
+        kernel = frames[0][1].startswith("[kernel")
+        if kernel:
+            user = next((f for f in frames if not f[1].startswith("[kernel")), None)
+            if any(f[0].startswith(("entry_SYSCALL", "do_syscall_64")) for f in frames) and user:
+                name = syscall_name(user[0])
+            else:
+                name = "(interrupts, faults: %s)" % frames[-1][0] if frames[-1][1].startswith("[kernel") else \
+                    "(no system call)"
+            by_syscall[name] = by_syscall.get(name, 0) + 1
+        comp = next((c for c in (component(d, s) for s, d in frames) if c), None)
+        if comp is None:
+            comp = "kernel and libc only (event loop wait, no caller known)"
+        by_component[comp] = by_component.get(comp, 0) + 1
+
+    for line in text.splitlines():
+        if not line.strip():
+            flush()
+            frames = []
+            continue
+        m = re.match(r"\s+[0-9a-f]+\s+(.*)\s+\((.*)\)$", line)
+        if m:
+            frames.append((m.group(1).strip(), m.group(2).strip()))
+    flush()
+    if not total:
+        return []
+    out = ["Time by the component it was spent for: a sample counts for the innermost frame on its "
+           "stack that is neither the kernel nor libc, so a component's share includes the system "
+           "calls and libc functions it called (e.g. a `writev` that libuv issues for a response "
+           "counts for libuv):", "",
+           "| component | share |", "|---|--:|"]
+    for name, n in sorted(by_component.items(), key=lambda kv: -kv[1]):
+        if 100.0 * n / total >= 0.2:
+            out.append("| %s | %.1f%% |" % (name, 100.0 * n / total))
+    out.append("")
+    if by_syscall:
+        out += ["Kernel time by the system call it was in (the kernel's TCP work over loopback, "
+                "including delivering to the peer, happens inside the sender's call):", "",
+                "| system call | share of all samples |", "|---|--:|"]
+        for name, n in sorted(by_syscall.items(), key=lambda kv: -kv[1])[:15]:
+            if 100.0 * n / total >= 0.2:
+                out.append("| `%s` | %.1f%% |" % (name, 100.0 * n / total))
         out.append("")
     return out
 
@@ -374,6 +457,7 @@ def main():
     ap.add_argument("--rounds", default="1")
     ap.add_argument("--stream-tokens", default="20")
     ap.add_argument("--meridian", required=True)
+    ap.add_argument("--meridian-src")
     ap.add_argument("--root", required=True)
     ap.add_argument("--notes")
     ap.add_argument("--server-cpu")
