@@ -327,8 +327,10 @@ static int json_list(const json_t *v, struct buf *out)
 
 int mock_config_apply_json(struct mock_config *c, const json_t *obj, struct buf *err)
 {
-	struct mock_config n;
+	struct mock_config n = *c; /* shallow: its scalars are checked here, then copied */
 	struct buf tmp = BUF_INIT;
+	char **models = NULL;
+	size_t nmodels = 0;
 	const char *k;
 	json_t *v;
 	int rc = -1;
@@ -337,7 +339,6 @@ int mock_config_apply_json(struct mock_config *c, const json_t *obj, struct buf 
 		buf_puts(err, "the config must be a JSON object");
 		return -1;
 	}
-	mock_config_copy(&n, c);
 	json_object_foreach((json_t *)obj, k, v) {
 		int bad = 0;
 		if (!strcmp(k, "rtt_ms"))
@@ -353,17 +354,15 @@ int mock_config_apply_json(struct mock_config *c, const json_t *obj, struct buf 
 		else if (!strcmp(k, "drop_rate"))
 			bad = json_rate(v, &n.drop_rate);
 		else if (!strcmp(k, "models")) {
-			char **m;
-			size_t cnt;
 			buf_reset(&tmp);
 			if (json_list(v, &tmp)) {
 				bad = -1;
-			} else if (mock_models_parse(tmp.data, &m, &cnt, err)) {
-				goto out;
 			} else {
-				models_free(n.models, n.nmodels);
-				n.models = m;
-				n.nmodels = cnt;
+				models_free(models, nmodels);
+				models = NULL;
+				nmodels = 0;
+				if (mock_models_parse(tmp.data, &models, &nmodels, err))
+					goto out;
 			}
 		} else if (!strcmp(k, "api")) {
 			buf_reset(&tmp);
@@ -381,12 +380,24 @@ int mock_config_apply_json(struct mock_config *c, const json_t *obj, struct buf 
 			goto out;
 		}
 	}
-	mock_config_release(c);
-	*c = n;
+	/* only the runtime fields are written: other threads read the rest without a lock */
+	if (models) {
+		models_free(c->models, c->nmodels);
+		c->models = models;
+		c->nmodels = nmodels;
+		models = NULL;
+		nmodels = 0;
+	}
+	c->rtt_ms = n.rtt_ms;
+	c->ttft_ms = n.ttft_ms;
+	c->tokens_per_sec = n.tokens_per_sec;
+	c->max_inflight = n.max_inflight;
+	c->fail_rate = n.fail_rate;
+	c->drop_rate = n.drop_rate;
+	c->api = n.api;
 	rc = 0;
 out:
-	if (rc)
-		mock_config_release(&n);
+	models_free(models, nmodels);
 	buf_release(&tmp);
 	return rc;
 }

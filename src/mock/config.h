@@ -51,7 +51,8 @@ int mock_config_parse_args(struct mock_config *c, int argc, char **argv, struct 
 /* Applies a POST /mock/config object: keys rtt_ms, ttft_ms, tokens_per_sec, max_inflight
  * (non-negative integers), fail_rate, drop_rate (numbers in 0..1), models ("a,b" or an array of
  * strings), api ("openai,anthropic" or an array). All or nothing: on an unknown key or a bad
- * value returns -1 with a message in err and leaves c unchanged. */
+ * value returns -1 with a message in err and leaves c unchanged. Never touches listen, region,
+ * seed or workers (their storage stays, so other threads may read them without a lock). */
 int mock_config_apply_json(struct mock_config *c, const json_t *obj, struct buf *err);
 
 /* The whole configuration as a JSON object. Returns a new reference. */

@@ -1332,10 +1332,13 @@ int mock_main(int argc, char **argv)
 		goto teardown;
 	}
 	if (!m->cfg.quiet) {
+		/* a worker may already be serving POST /mock/config */
+		uv_rwlock_rdlock(&m->cfg_lock);
 		printf("mock %s listening on %s (models: ", m->cfg.region, m->bound);
 		for (size_t i = 0; i < m->cfg.nmodels; i++)
 			printf("%s%s", i ? "," : "", m->cfg.models[i]);
 		printf(")\n");
+		uv_rwlock_rdunlock(&m->cfg_lock);
 		fflush(stdout);
 	}
 
