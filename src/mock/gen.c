@@ -270,9 +270,12 @@ static const json_t *choose_tool(enum mock_kind k, const json_t *body, bool last
 	return named;
 }
 
-/* A deterministic value for a JSON schema: enum/const first, then by type. */
-static json_t *schema_value(const json_t *s, const char *key, uint64_t h, int depth)
+/* A deterministic value for a JSON schema: enum/const first, then by type. *budget bounds the
+ * values made in all, so a hostile schema (deep, wide) cannot blow up. */
+static json_t *schema_value(const json_t *s, const char *key, uint64_t h, int depth, int *budget)
 {
+	if (--*budget < 0)
+		return json_null();
 	if (depth > 6 || !json_is_object(s))
 		return json_string("mock");
 	const json_t *e = json_object_get(s, "enum");
@@ -284,7 +287,7 @@ static json_t *schema_value(const json_t *s, const char *key, uint64_t h, int de
 	if (!alt)
 		alt = json_object_get(s, "oneOf");
 	if (json_is_array(alt) && json_array_size(alt))
-		return schema_value(json_array_get(alt, 0), key, h, depth + 1);
+		return schema_value(json_array_get(alt, 0), key, h, depth + 1, budget);
 
 	const char *type = NULL;
 	const json_t *t = json_object_get(s, "type");
@@ -314,13 +317,14 @@ static json_t *schema_value(const json_t *s, const char *key, uint64_t h, int de
 		json_object_foreach((json_t *)props, k, ps) {
 			if (n++ == 32)
 				break;
-			json_object_set_new(o, k, schema_value(ps, k, h, depth + 1));
+			json_object_set_new(o, k, schema_value(ps, k, h, depth + 1, budget));
 		}
 		return o;
 	}
 	if (!strcmp(type, "array")) {
 		json_t *a = json_array();
-		json_array_append_new(a, schema_value(json_object_get(s, "items"), key, h, depth + 1));
+		json_array_append_new(a, schema_value(json_object_get(s, "items"), key, h, depth + 1,
+						       budget));
 		return a;
 	}
 	if (!strcmp(type, "integer") || !strcmp(type, "number")) {
@@ -486,7 +490,8 @@ int mock_gen_plan(struct mock_gen *g, enum mock_kind kind, const json_t *body,
 				   g->scratch.len);
 	if (tool) {
 		const char *name = tool_name(kind, tool);
-		json_t *args = schema_value(tool_schema(kind, tool), name, g->hash, 0);
+		int budget = 256;
+		json_t *args = schema_value(tool_schema(kind, tool), name, g->hash, 0, &budget);
 		if (!json_is_object(args)) {
 			json_decref(args);
 			args = json_object();

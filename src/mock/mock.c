@@ -33,10 +33,10 @@
 
 #define KEYS_MAX 64                 /* distinct by_path / by_model keys kept per worker */
 #define KEY_LEN_MAX 256
-#define FREE_MAX 256                /* idle mreqs kept per worker */
+#define FREE_MAX 128                /* idle mreqs kept per worker */
 #define WRITE_BYTES (64 * 1024)     /* events gathered into one write */
 #define TICK_BYTES (256 * 1024)     /* written per stream per loop iteration at most */
-#define OUT_KEEP (256 * 1024)       /* a returned mreq keeps buffers up to this size */
+#define OUT_KEEP (96 * 1024)        /* a returned mreq keeps buffers up to this size */
 #define CUT_POLL_MS 2               /* a cut waits for queued bytes to leave, polling */
 #define CUT_POLL_MAX 500
 
@@ -63,6 +63,7 @@ enum phase {
 
 struct counter {
 	char *key;
+	size_t len;
 	uint64_t n;
 };
 
@@ -231,7 +232,7 @@ static void counters_bump(struct counters *cs, const char *key, size_t len)
 	if (len > KEY_LEN_MAX)
 		len = KEY_LEN_MAX;
 	for (size_t i = 0; i < cs->n; i++) {
-		if (strlen(cs->c[i].key) == len && !memcmp(cs->c[i].key, key, len)) {
+		if (cs->c[i].len == len && !memcmp(cs->c[i].key, key, len)) {
 			cs->c[i].n++;
 			return;
 		}
@@ -241,6 +242,7 @@ static void counters_bump(struct counters *cs, const char *key, size_t len)
 		return;
 	}
 	cs->c[cs->n].key = xstrndup(key, len);
+	cs->c[cs->n].len = len;
 	cs->c[cs->n].n = 1;
 	cs->n++;
 }
@@ -333,6 +335,8 @@ static void mreq_put(struct mreq *r)
 		buf_release(&r->out);
 	if (r->g.scratch.cap > OUT_KEEP)
 		buf_release(&r->g.scratch);
+	if (r->g.tool_args.cap > OUT_KEEP)
+		buf_release(&r->g.tool_args);
 	r->next = mw->free;
 	mw->free = r;
 	mw->nfree++;
@@ -380,7 +384,7 @@ static size_t build_headers(struct mreq *r, struct http_header *h)
 		ra = 1;
 	if (ra >= 0) {
 		HDR("retry-after", hv_num(r, 0, (unsigned long long)ra));
-		if (r->ratelimit)
+		if (r->ratelimit && r->surface == MOCK_API_OPENAI)
 			HDR("retry-after-ms", hv_num(r, 1, (unsigned long long)ra * 1000));
 	}
 	if (r->ratelimit) {

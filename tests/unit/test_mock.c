@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -698,6 +699,39 @@ static void test_responses_function_call(void **state)
 	mock_gen_release(&g);
 }
 
+static void test_hostile_schema_is_bounded(void **state)
+{
+	struct mock_gen g;
+	(void)state;
+	mock_gen_init(&g);
+	/* 32 properties at each of 7 levels would be 32^7 values without the budget */
+	json_t *leaf = json_pack("{s:s}", "type", "string");
+	for (int d = 0; d < 7; d++) {
+		json_t *props = json_object();
+		for (int i = 0; i < 32; i++) {
+			char k[8];
+			snprintf(k, sizeof(k), "p%d", i);
+			json_object_set(props, k, leaf);
+		}
+		json_decref(leaf);
+		leaf = json_pack("{s:s, s:o}", "type", "object", "properties", props);
+	}
+	json_t *body = json_pack("{s:s, s:s, s:[{s:s, s:{s:s, s:o}}], s:[{s:s, s:s}]}", "model", "m",
+				 "tool_choice", "required", "tools", "type", "function", "function",
+				 "name", "deep", "parameters", leaf, "messages", "role", "user",
+				 "content", "x");
+	struct mock_plan_in in = {.region = "r", .tokens = -1};
+	struct buf err = BUF_INIT;
+	const char *param;
+	assert_int_equal(mock_gen_plan(&g, MOCK_CHAT, body, &in, &err, &param), 0);
+	assert_true(g.tool);
+	assert_true(g.tool_args.len < 16384);
+	json_decref(jparse(g.tool_args.data));
+	json_decref(body);
+	buf_release(&err);
+	mock_gen_release(&g);
+}
+
 static void test_fragments_keep_utf8(void **state)
 {
 	struct mock_gen g;
@@ -1031,6 +1065,7 @@ int main(void)
 		cmocka_unit_test(test_chat_tool_call),
 		cmocka_unit_test(test_messages_tool_use),
 		cmocka_unit_test(test_responses_function_call),
+		cmocka_unit_test(test_hostile_schema_is_bounded),
 		cmocka_unit_test(test_fragments_keep_utf8),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_embeddings),
