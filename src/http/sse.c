@@ -128,6 +128,12 @@ int sse_feed(struct sse_parser *p, const char *data, size_t n, sse_event_fn cb, 
 		len = n;
 		pos = 0;
 	}
+	/* The LF of a CRLF whose CR ended the previous event: it belongs to that event, so it is
+	 * passed on with `complete` and never held as the start of a new one. */
+	if (!from_pending && p->last_cr && p->line_len == 0 && len > 0 && region[0] == '\n') {
+		p->last_cr = false;
+		pos = start = 1;
+	}
 	while ((end = scan(p, region, len, &pos)) != 0) {
 		if (cb) {
 			struct sse_event ev;

@@ -110,11 +110,34 @@ static void test_partial_kept(void **state)
 	buf_release(&c.raw);
 }
 
+/* A CRLF split between its CR and LF right after the blank line that ends an event: the LF
+ * belongs to that event and is never held as the start of a new one. */
+static void test_crlf_split_at_event_end(void **state)
+{
+	struct sse_parser p;
+	struct collect c = {BUF_INIT, BUF_INIT, 0};
+	struct iov done;
+
+	(void)state;
+	sse_parser_init(&p, 0);
+	assert_int_equal(sse_feed(&p, "data: [DONE]\r\n\r", 15, on_event, &c, &done), 0);
+	assert_int_equal(c.n, 1);
+	assert_int_equal(done.len, 15);
+	assert_int_equal(sse_feed(&p, "\n", 1, on_event, &c, &done), 0);
+	assert_int_equal(done.len, 1);
+	assert_false(sse_has_partial(&p));
+	assert_int_equal(c.n, 1);
+	sse_parser_release(&p);
+	buf_release(&c.log);
+	buf_release(&c.raw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_split_invariance),
 		cmocka_unit_test(test_partial_kept),
+		cmocka_unit_test(test_crlf_split_at_event_end),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
