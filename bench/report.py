@@ -216,7 +216,7 @@ def census_table(census, scenario):
     names = sorted({n for p in paths for n, v in rows[p].items() if v >= 0.01},
                    key=lambda n: -max(rows[p].get(n, 0) for p in paths))
     out = ["System calls per request of the server under test (`perf trace -s` on a separate %s-connection "
-           "run, not on the measured ones):" % 1, "",
+           "run after the measured ones, not during them):" % 1, "",
            "| system call | " + " | ".join(dict(PATHS)[p] for p in paths) + " |",
            "|---|" + "--:|" * len(paths)]
     for n in names:

@@ -645,8 +645,13 @@ static void on_up_done(struct upstream_req *r, int result)
 		return;
 	}
 	if (g->mode == RELAY_SSE) {
-		bool complete = result == UPSTREAM_OK && !sse_has_partial(&g->sse) &&
-				(g->saw_terminal || g->saw_finish);
+		/* once the terminal event went out the client has the whole answer, whatever the
+		 * upstream does afterwards; an error event after [DONE] would be a lie */
+		bool complete = !sse_has_partial(&g->sse) &&
+				(g->saw_terminal || (result == UPSTREAM_OK && g->saw_finish));
+		if (complete && result != UPSTREAM_OK)
+			log_warn("request %s: upstream '%s' failed after its stream ended (%s)",
+				 g->request_id, g->dep->url, upstream_strerror(result));
 		if (complete) {
 			/* an OpenAI stream that finished but lost its [DONE] is finalised for the
 			 * client, which waits for it */
