@@ -334,9 +334,12 @@ static int map_curl_result(struct upstream_req *r, CURLcode rc)
 	case CURLE_SSL_CERTPROBLEM:
 		return UPSTREAM_ETLS;
 	case CURLE_OPERATION_TIMEDOUT: {
-		curl_off_t connect_us = 0;
-		curl_easy_getinfo(r->slot->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-		return connect_us == 0 ? UPSTREAM_ETIMEOUT_CONNECT : UPSTREAM_ETIMEOUT_TOTAL;
+		/* curl reports both its timeouts alike; connect time is no guide (a reused
+		 * connection has none), so the elapsed time tells which one fired */
+		uint64_t elapsed_ms = (uv_hrtime() - r->t_start_ns) / NS_PER_MS;
+		if (r->total_timeout_ms && elapsed_ms + 5 >= r->total_timeout_ms)
+			return UPSTREAM_ETIMEOUT_TOTAL;
+		return r->headers_done ? UPSTREAM_ETIMEOUT_TOTAL : UPSTREAM_ETIMEOUT_CONNECT;
 	}
 	case CURLE_SEND_ERROR:
 	case CURLE_RECV_ERROR:
