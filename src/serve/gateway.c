@@ -722,12 +722,16 @@ static int start_attempt(struct gw_req *g)
 
 /* --- the handler ------------------------------------------------------------------------- */
 
-/* The deployment for a request until regions arrive: the default provider's first deployment
- * that serves the model (or any, for requests without a model). */
-static const struct conf_deployment *pick_deployment(const struct conf_provider *p, const char *model)
+/* The deployment for a request until the router arrives: the default provider's first
+ * deployment that serves the model (any, for requests without a model), inside the pinned
+ * region when the listener has one: a pinned request is never processed elsewhere. */
+static const struct conf_deployment *pick_deployment(const struct conf_provider *p, const char *model,
+						     const char *region)
 {
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		const struct conf_deployment *d = &p->deployments[i];
+		if (region && strcmp(d->region, region))
+			continue;
 		if (!model || d->models_discover)
 			return d;
 		for (size_t m = 0; m < d->nmodels; m++)
@@ -739,8 +743,10 @@ static const struct conf_deployment *pick_deployment(const struct conf_provider 
 
 static void handle(struct http_req *h, void *ctx)
 {
-	struct gw_worker *gw = ctx;
+	struct gw_listen_ctx *lc = ctx;
+	struct gw_worker *gw = lc->gw;
 	struct gw_req *g = req_get(gw);
+	const char *pinned;
 	char err[256];
 	const char *err_param = NULL;
 
@@ -782,10 +788,17 @@ static void handle(struct http_req *h, void *ctx)
 		send_error(g, 503, "no_provider", NULL, "no provider is configured");
 		return;
 	}
-	g->dep = pick_deployment(g->provider, g->facts.model);
+	pinned = lc->index < g->conf->nlistens ? g->conf->listens[lc->index].region : NULL;
+	g->dep = pick_deployment(g->provider, g->facts.model, pinned);
 	if (!g->dep) {
-		snprintf(err, sizeof(err), "the model '%s' does not exist or is not served here",
-			 g->facts.model);
+		if (pinned && g->facts.model)
+			snprintf(err, sizeof(err), "the model '%s' is not served in region '%s'",
+				 g->facts.model, pinned);
+		else if (pinned)
+			snprintf(err, sizeof(err), "nothing is served in region '%s'", pinned);
+		else
+			snprintf(err, sizeof(err), "the model '%s' does not exist or is not served here",
+				 g->facts.model);
 		send_error(g, 404, "model_not_found", "model", err);
 		return;
 	}
@@ -846,9 +859,12 @@ int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, ch
 	gw->pool = upstream_pool_new(loop);
 	limits_from_conf(conf, &limits);
 	gw->listeners = xcalloc(conf->nlistens, sizeof(*gw->listeners));
+	gw->listen_ctx = xcalloc(conf->nlistens, sizeof(*gw->listen_ctx));
 	for (size_t i = 0; i < conf->nlistens; i++) {
+		gw->listen_ctx[i].gw = gw;
+		gw->listen_ctx[i].index = i;
 		int rc = http_listen(loop, conf->listens[i].address, &limits, handle,
-				     gw_render_error, gw, &gw->listeners[i]);
+				     gw_render_error, &gw->listen_ctx[i], &gw->listeners[i]);
 		if (rc < 0) {
 			snprintf(err, errlen, "cannot listen on '%s': %s", conf->listens[i].address,
 				 uv_strerror(rc));
@@ -878,6 +894,7 @@ void gw_worker_close(struct gw_worker *gw)
 	for (size_t i = 0; i < gw->nlisteners; i++)
 		http_listener_close(gw->listeners[i]);
 	xfree(gw->listeners);
+	xfree(gw->listen_ctx);
 	gw->nlisteners = 0;
 	upstream_pool_free(gw->pool);
 	gw->pool = NULL;

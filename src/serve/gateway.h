@@ -10,6 +10,14 @@
 #include "upstream/upstream.h"
 
 struct gw_req;
+struct gw_worker;
+
+/* What a listener hands the handler: its worker and its index in conf->listens (a pinned
+ * listener's region is looked up in the request's own snapshot). */
+struct gw_listen_ctx {
+	struct gw_worker *gw;
+	size_t index;
+};
 
 /* Everything one worker loop owns. Only its own thread touches it, except the atomics. */
 struct gw_worker {
@@ -17,6 +25,7 @@ struct gw_worker {
 	struct conf *conf;                /* current snapshot; a request holds its own reference */
 	struct upstream_pool *pool;
 	struct http_listener **listeners;
+	struct gw_listen_ctx *listen_ctx;
 	size_t nlisteners;
 	atomic_uint active;               /* requests in progress (read by the main thread) */
 	struct gw_req *free_reqs;         /* recycled request contexts */
