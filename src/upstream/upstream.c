@@ -1,6 +1,7 @@
 /* upstream.c - upstream HTTP requests through libcurl's multi socket API, driven by a libuv loop */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/log.h"
@@ -30,6 +31,8 @@ struct sock_ctx {
 struct upstream_pool {
 	uv_loop_t *loop;
 	CURLM *multi;
+	struct sock_ctx **socks;     /* by descriptor: a socket's watcher lives as long as it does */
+	size_t nsocks;
 	uv_timer_t timer;
 	struct upstream__slot *free_slots;
 	struct upstream__slot *all_slots;
@@ -90,6 +93,32 @@ static void sock_close_cb(uv_handle_t *h)
 		free(pool);
 }
 
+static struct sock_ctx *sock_get(struct upstream_pool *pool, curl_socket_t fd)
+{
+	if ((size_t)fd < pool->nsocks && pool->socks[fd])
+		return pool->socks[fd];
+	if ((size_t)fd >= pool->nsocks) {
+		size_t n = pool->nsocks ? pool->nsocks : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		pool->socks = xrealloc(pool->socks, n * sizeof(*pool->socks));
+		memset(pool->socks + pool->nsocks, 0, (n - pool->nsocks) * sizeof(*pool->socks));
+		pool->nsocks = n;
+	}
+	struct sock_ctx *sc = xmalloc(sizeof(*sc));
+	sc->fd = fd;
+	sc->pool = pool;
+	if (uv_poll_init_socket(pool->loop, &sc->poll, fd) != 0) {
+		free(sc);
+		return NULL;
+	}
+	pool->socks[fd] = sc;
+	return sc;
+}
+
+/* The watcher of a pooled connection is only stopped when curl stops watching it, and closed
+ * when curl closes the socket: re-creating it for every request costs an epoll probe, an ioctl
+ * and an allocation each time a kept-alive connection is reused. */
 static int socket_fn(CURL *easy, curl_socket_t fd, int action, void *userp, void *socketp)
 {
 	struct upstream_pool *pool = userp;
@@ -101,13 +130,9 @@ static int socket_fn(CURL *easy, curl_socket_t fd, int action, void *userp, void
 	case CURL_POLL_OUT:
 	case CURL_POLL_INOUT:
 		if (!sc) {
-			sc = xmalloc(sizeof(*sc));
-			sc->fd = fd;
-			sc->pool = pool;
-			if (uv_poll_init_socket(pool->loop, &sc->poll, fd) != 0) {
-				free(sc);
+			sc = sock_get(pool, fd);
+			if (!sc)
 				return -1;
-			}
 			curl_multi_assign(pool->multi, fd, sc);
 		}
 		if (action != CURL_POLL_OUT)
@@ -117,15 +142,24 @@ static int socket_fn(CURL *easy, curl_socket_t fd, int action, void *userp, void
 		uv_poll_start(&sc->poll, events, poll_cb);
 		break;
 	case CURL_POLL_REMOVE:
-		if (sc) {
+		if (sc)
 			uv_poll_stop(&sc->poll);
-			pool->pending_closes++;
-			uv_close((uv_handle_t *)&sc->poll, sock_close_cb);
-			curl_multi_assign(pool->multi, fd, NULL);
-		}
 		break;
 	}
 	return 0;
+}
+
+static int close_socket_fn(void *userp, curl_socket_t fd)
+{
+	struct upstream_pool *pool = userp;
+	if ((size_t)fd < pool->nsocks && pool->socks[fd]) {
+		struct sock_ctx *sc = pool->socks[fd];
+		/* forgotten now: the descriptor number may be reused before the close callback */
+		pool->socks[fd] = NULL;
+		pool->pending_closes++;
+		uv_close((uv_handle_t *)&sc->poll, sock_close_cb);
+	}
+	return close(fd);
 }
 
 static void multi_timer_cb(uv_timer_t *t)
@@ -396,6 +430,8 @@ int upstream_start(struct upstream_pool *pool, struct upstream_req *r)
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_fn);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, pool);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
@@ -501,9 +537,17 @@ void upstream_pool_free(struct upstream_pool *pool)
 			s->req->slot = NULL;
 			curl_multi_remove_handle(pool->multi, s->easy);
 		}
-	/* closes pooled connections; socket_fn gets CURL_POLL_REMOVE for each */
+	/* closes pooled connections through close_socket_fn */
 	curl_multi_cleanup(pool->multi);
 	pool->multi = NULL;
+	/* sockets curl did not close through close_socket_fn (none expected) */
+	for (size_t i = 0; i < pool->nsocks; i++)
+		if (pool->socks[i]) {
+			pool->pending_closes++;
+			uv_close((uv_handle_t *)&pool->socks[i]->poll, sock_close_cb);
+		}
+	xfree(pool->socks);
+	pool->nsocks = 0;
 	pool->freeing = true;
 	pool->pending_closes++;
 	uv_close((uv_handle_t *)&pool->timer, pool_timer_close_cb);
