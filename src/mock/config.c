@@ -209,14 +209,23 @@ int mock_config_parse_args(struct mock_config *c, int argc, char **argv, struct 
 			buf_appendf(err, "unexpected argument '%s'", a);
 			return -1;
 		}
+		static const char *const known[] = {
+			"--listen", "--region", "--models", "--rtt-ms", "--ttft-ms", "--tokens-per-sec",
+			"--max-inflight", "--fail-rate", "--drop-rate", "--api", "--seed", "--workers",
+		};
 		const char *eq = strchr(a, '=');
 		size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-		if (nl >= sizeof(name)) {
-			buf_appendf(err, "unknown option '%s'", a);
+		bool ok = false;
+		if (nl < sizeof(name)) {
+			memcpy(name, a, nl);
+			name[nl] = '\0';
+			for (size_t k = 0; k < sizeof(known) / sizeof(known[0]) && !ok; k++)
+				ok = !strcmp(name, known[k]);
+		}
+		if (!ok) {
+			buf_appendf(err, "unknown option '%.*s'", (int)nl, a);
 			return -1;
 		}
-		memcpy(name, a, nl);
-		name[nl] = '\0';
 		if (eq) {
 			v = eq + 1;
 		} else if (i + 1 < argc) {

@@ -989,6 +989,9 @@ static void test_flags(void **state)
 	assert_int_equal(parse(&c, &err, 2, "--rtt-ms"), -1);
 	assert_non_null(strstr(err.data, "needs a value"));
 	mock_config_release(&c);
+	assert_int_equal(parse(&c, &err, 2, "--bogus"), -1);
+	assert_non_null(strstr(err.data, "unknown option '--bogus'"));
+	mock_config_release(&c);
 	assert_int_equal(parse(&c, &err, 2, "stray"), -1);
 	mock_config_release(&c);
 	buf_release(&err);
