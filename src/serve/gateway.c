@@ -196,6 +196,18 @@ static struct gw_req *req_get(struct gw_worker *gw)
 	return g;
 }
 
+static void req_destroy(struct gw_req *g)
+{
+	upstream_req_release(&g->up);
+	buf_release(&g->url);
+	buf_release(&g->hdr_text);
+	buf_release(&g->resp_body);
+	sse_parser_release(&g->sse);
+	free(g->hdr_nodes);
+	free(g->fields);
+	free(g);
+}
+
 static void req_finish(struct gw_req *g)
 {
 	struct gw_worker *gw = g->gw;
@@ -236,14 +248,7 @@ static void req_finish(struct gw_req *g)
 		gw->nfree++;
 		return;
 	}
-	upstream_req_release(&g->up);
-	buf_release(&g->url);
-	buf_release(&g->hdr_text);
-	buf_release(&g->resp_body);
-	sse_parser_release(&g->sse);
-	free(g->hdr_nodes);
-	free(g->fields);
-	free(g);
+	req_destroy(g);
 }
 
 static void req_free_all(struct gw_worker *gw)
@@ -251,14 +256,7 @@ static void req_free_all(struct gw_worker *gw)
 	struct gw_req *g;
 	while ((g = gw->free_reqs)) {
 		gw->free_reqs = g->next_free;
-		upstream_req_release(&g->up);
-		buf_release(&g->url);
-		buf_release(&g->hdr_text);
-		buf_release(&g->resp_body);
-		sse_parser_release(&g->sse);
-		free(g->hdr_nodes);
-		free(g->fields);
-		free(g);
+		req_destroy(g);
 	}
 	gw->nfree = 0;
 }
