@@ -420,8 +420,9 @@ def perf_attribution(path):
 def callgrind_summary(path, requests):
     text = run(["callgrind_annotate", "--inclusive=no", "--threshold=99", path], 600)
     out = ["Measured with `valgrind --tool=callgrind` on the gateway serving %s non-streaming requests "
-           "on one keep-alive connection (perf could not sample here). Instructions by function "
-           "(self), from `callgrind_annotate`:" % requests, "",
+           "on one keep-alive connection (the fallback where perf cannot sample; the counts include "
+           "the gateway's start-up and shutdown). Instructions by function (self), from "
+           "`callgrind_annotate`:" % requests, "",
            "| instructions | share | function (file:library) |", "|--:|--:|---|"]
     total = None
     m = re.search(r"^\s*([\d,]+).*PROGRAM TOTALS", text, re.M)
