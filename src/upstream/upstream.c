@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "upstream/h1.h"
 #include "upstream/upstream.h"
 
 #define MAX_RESP_HEADERS (64 * 1024)
@@ -39,6 +40,7 @@ struct upstream_pool {
 	unsigned active;
 	unsigned pending_closes;
 	bool freeing;
+	struct upstream__h1 *h1;     /* plain http/1.1 requests; frees itself once closed */
 };
 
 static uv_once_t global_once = UV_ONCE_INIT;
@@ -197,12 +199,13 @@ struct upstream_pool *upstream_pool_new(uv_loop_t *loop)
 	curl_multi_setopt(pool->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
 	/* keep enough idle connections for a busy worker's concurrency */
 	curl_multi_setopt(pool->multi, CURLMOPT_MAXCONNECTS, 4096L);
+	pool->h1 = upstream__h1_new(loop);
 	return pool;
 }
 
 unsigned upstream_pool_active(const struct upstream_pool *pool)
 {
-	return pool->active;
+	return pool->active + upstream__h1_active(pool->h1);
 }
 
 static void slot_timer_cb(uv_timer_t *t);
@@ -413,6 +416,9 @@ int upstream_start(struct upstream_pool *pool, struct upstream_req *r)
 
 	if (pool->freeing)
 		return UPSTREAM_EABORTED;
+	r->h1 = NULL;
+	if (upstream__h1_start(pool->h1, r) == 0)
+		return 0;
 	s = slot_get(pool);
 	e = s->easy;
 	s->req = r;
@@ -489,11 +495,19 @@ int upstream_start(struct upstream_pool *pool, struct upstream_req *r)
 
 void upstream_cancel(struct upstream_req *r)
 {
+	if (r->h1) {
+		upstream__h1_cancel(r);
+		return;
+	}
 	req_detach(r);
 }
 
 void upstream_resume(struct upstream_req *r)
 {
+	if (r->h1) {
+		upstream__h1_resume(r);
+		return;
+	}
 	if (!r->slot || !r->paused)
 		return;
 	r->paused = false;
@@ -532,6 +546,8 @@ void upstream_pool_free(struct upstream_pool *pool)
 
 	if (!pool)
 		return;
+	upstream__h1_free(pool->h1);
+	pool->h1 = NULL;
 	for (s = pool->all_slots; s; s = s->next_all)
 		if (s->req) {
 			s->req->slot = NULL;

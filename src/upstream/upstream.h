@@ -1,4 +1,4 @@
-/* upstream.h - upstream HTTP requests through libcurl's multi socket API, driven by a libuv loop */
+/* upstream.h - upstream HTTP requests on a libuv loop: a native HTTP/1.1 client or libcurl's multi */
 #ifndef MERIDIAN_UPSTREAM_UPSTREAM_H
 #define MERIDIAN_UPSTREAM_UPSTREAM_H
 
@@ -12,9 +12,11 @@
 #include "core/str.h"
 
 /*
- * One struct upstream_pool per worker loop: a CURLM whose sockets are watched with uv_poll and
- * whose timeouts run on one uv_timer, so connections are pooled (keep-alive, HTTP/2 multiplexing)
- * per loop and nothing blocks. Easy handles are recycled through a free list.
+ * One struct upstream_pool per worker loop. Plain http:// requests for HTTP/1.1 (or AUTO) go
+ * through a native client on libuv and llhttp (h1.c) with its own keep-alive pool per host;
+ * everything else (https, HTTP/2, a proxy from the environment) through a CURLM whose sockets
+ * are watched with uv_poll and whose timeouts run on one uv_timer. Either way connections are
+ * pooled per loop and nothing blocks, and the contract below is the same.
  *
  * A struct upstream_req is owned by the caller and must stay valid until on_done runs or
  * upstream_cancel() returns. Callbacks run on the pool's loop. They must not call
@@ -82,6 +84,7 @@ struct upstream_req {
 
 	/* Private. */
 	struct upstream__slot *slot; /* easy handle and timer, recycled by the pool */
+	struct upstream__h1_conn *h1; /* the native client's connection, while active on it */
 	uint64_t last_activity_ns;
 	int fail;                    /* a result decided by us (timeout, cap) before curl's */
 	bool headers_done;
