@@ -124,7 +124,7 @@ struct upstream__h1 {
 static const llhttp_settings_t parser_settings;
 
 static void timer_cb(uv_timer_t *t);
-static void conn_connect(struct upstream__h1_conn *c, unsigned idx);
+static void conn_connect(struct upstream__h1_conn *c, unsigned idx, uint64_t now);
 static void send_request(struct upstream__h1_conn *c);
 
 /* --- lists and connection objects --------------------------------------------------------- */
@@ -976,11 +976,10 @@ static void host_resolve(struct h1_host *host)
 }
 
 /* Connects c to the host's address idx, looking the name up first when the cached addresses
- * are missing or older than DNS_TTL_MS. */
-static void conn_connect(struct upstream__h1_conn *c, unsigned idx)
+ * are missing or older than DNS_TTL_MS. now is in ms on uv_hrtime's clock. */
+static void conn_connect(struct upstream__h1_conn *c, unsigned idx, uint64_t now)
 {
 	struct h1_host *host = c->host;
-	uint64_t now = uv_now(c->h1->loop);
 
 	c->connect_start_ms = now;
 	if (!host->numeric && (!host->naddrs || now >= host->resolved_ms + DNS_TTL_MS)) {
@@ -1036,7 +1035,7 @@ static void conn_move(struct upstream__h1_conn *old, unsigned idx, unsigned trie
 	c->reused = false;
 	old->req = NULL;
 	conn_close(old);
-	conn_connect(c, idx);
+	conn_connect(c, idx, uv_now(c->h1->loop));
 	conn_arm_next(c, uv_now(c->h1->loop));
 }
 
@@ -1186,7 +1185,7 @@ int upstream__h1_start(struct upstream__h1 *h1, struct upstream_req *r)
 		attach(c, r, path, plen, now);
 		c->reused = false;
 		log_trace(LOGF_UPSTREAM, "upstream %s %s: new connection", r->method, r->url);
-		conn_connect(c, host->good);
+		conn_connect(c, host->good, now);
 	}
 	h1->active++;
 	if (!c->fail_pending)
