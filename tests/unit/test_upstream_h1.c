@@ -294,10 +294,13 @@ static void cb_done(struct upstream_req *r, int result)
 	c->result = result;
 }
 
+static struct call *cur_call; /* the one teardown cleans up after a failed test */
+
 static void call_init(struct call *c, const char *method, const char *path, const char **hdrs)
 {
 	static char url[256];
 	memset(c, 0, sizeof(*c));
+	cur_call = c;
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", srv.port, path);
 	c->r.url = xstrdup(url);
 	c->r.method = method;
@@ -332,6 +335,7 @@ static void call_release(struct call *c)
 		uv_run(&loop, UV_RUN_NOWAIT);
 	}
 	c->resume_init = false;
+	cur_call = NULL;
 }
 
 static void guard_fire(uv_timer_t *t)
@@ -394,6 +398,9 @@ static int teardown(void **state)
 	(void)state;
 	upstream_pool_free(pool);
 	pool = NULL;
+	if (cur_call && cur_call->resume_init)
+		uv_close((uv_handle_t *)&cur_call->resume_t, NULL);
+	cur_call = NULL;
 	while (srv.conns)
 		tconn_close(srv.conns);
 	if (srv.listening)
@@ -490,7 +497,7 @@ static void test_content_length(void **state)
 {
 	(void)state;
 	const char *hdrs[] = {"X-Test: yes", "Accept:", "Expect:", "Empty;", "Content-Length: 99", NULL};
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 	char want[512];
 
 	srv_start(script_reply);
@@ -549,7 +556,7 @@ static void test_content_length(void **state)
 static void test_chunked(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_reply);
 	srv.reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-B: 1\r\n\r\n"
@@ -577,7 +584,7 @@ static void test_chunked(void **state)
 static void test_close_delimited(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_reply_close);
 	srv.reply = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close";
@@ -597,7 +604,7 @@ static void test_close_delimited(void **state)
 static void test_not_pooled(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	/* Connection: close, and an HTTP/1.0 answer, leave nothing in the pool */
 	srv_start(script_reply);
@@ -632,7 +639,7 @@ static void test_not_pooled(void **state)
 static void test_keepalive_reuse(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_reply);
 	srv.reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -652,7 +659,7 @@ static void test_keepalive_reuse(void **state)
 static void test_idle_close_seen(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	/* the upstream half-closes its kept-alive connection after the answer: the client sees
 	 * the FIN while the connection is idle and closes its side at once */
@@ -675,7 +682,7 @@ static void test_idle_close_seen(void **state)
 static void test_reuse_race_retried(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_close_second);
 	srv.reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -700,7 +707,7 @@ static void test_reuse_race_retried(void **state)
 static void test_fresh_close_not_retried(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_close_first);
 	call_init(&c, "GET", "/", NULL);
@@ -721,7 +728,7 @@ static void test_truncated(void **state)
 		"HTTP/1.1 200 OK\r\nContent-Le",
 		"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
 	};
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_reply_close);
 	for (size_t i = 0; i < ARRAY_SIZE(replies); i++) {
@@ -737,7 +744,7 @@ static void test_headers_too_big(void **state)
 {
 	(void)state;
 	struct buf reply = BUF_INIT;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	buf_puts(&reply, "HTTP/1.1 200 OK\r\n");
 	for (int i = 0; i < 700; i++)
@@ -757,7 +764,7 @@ static void test_headers_too_big(void **state)
 static void test_informational_skipped(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_reply);
 	srv.reply = "HTTP/1.1 100 Continue\r\n\r\n"
@@ -777,7 +784,7 @@ static void test_informational_skipped(void **state)
 static void test_no_body_responses(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_reply);
 	srv.reply = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
@@ -815,7 +822,7 @@ static void check_pause_resume(bool chunked, uint64_t delay_ms)
 {
 	struct buf body = BUF_INIT, reply = BUF_INIT;
 	const size_t n = 300 * 1024;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	make_pattern(&body, n);
 	if (chunked) {
@@ -856,7 +863,7 @@ static void test_pause_resume(void **state)
 	check_pause_resume(true, 0);
 	/* paused longer than the idle timeout, a few times */
 	srv.reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 	call_init(&c, "GET", "/", NULL);
 	c.pause_each = true;
 	c.resume_delay_ms = 120;
@@ -873,7 +880,7 @@ static void test_pause_resume(void **state)
 static void test_cancel_closes(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_silent);
 	call_init(&c, "POST", "/", NULL);
@@ -896,7 +903,7 @@ static void test_cancel_closes(void **state)
 static void test_abort(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	srv_start(script_reply);
 	srv.reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
@@ -933,7 +940,7 @@ static int blackhole(int fds[4])
 static void test_timeouts(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 	char url[128];
 	int fds[4];
 	uint64_t t0;
@@ -995,7 +1002,7 @@ static void test_refused(void **state)
 	(void)state;
 	struct sockaddr_in sin;
 	socklen_t len = sizeof(sin);
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 	char url[128];
 	int fd;
 
@@ -1021,7 +1028,7 @@ static void test_early_response(void **state)
 	(void)state;
 	const size_t n = 16 * 1024 * 1024;
 	char *big = xmalloc(n);
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	memset(big, 'b', n);
 	srv_start(script_early);
@@ -1045,7 +1052,7 @@ static void test_early_response(void **state)
 static void test_hostname(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 	char url[128];
 
 	/* localhost may resolve to ::1 first, where nothing listens: the next address is tried */
@@ -1069,7 +1076,7 @@ static void test_hostname(void **state)
 static void test_curl_keeps_the_rest(void **state)
 {
 	(void)state;
-	struct call c;
+	static struct call c; /* static: its handles outlive a failed assertion */
 
 	/* https and HTTP/2 are libcurl's: start hands them over (the h2 request fails to connect
 	 * to a port where nobody listens, through curl) */
