@@ -1073,6 +1073,71 @@ static void test_hostname(void **state)
 	assert_non_null(memmem(srv.seen.data, srv.seen.len, want, strlen(want)));
 }
 
+static void test_concurrent_pool(void **state)
+{
+	(void)state;
+	enum { N = 40 };
+	static struct call calls[N];
+	int done = 0;
+
+	srv_start(script_reply);
+	srv.reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < N; i++) {
+			call_init(&calls[i], "GET", "/", NULL);
+			start(&calls[i]);
+		}
+		assert_int_equal(upstream_pool_active(pool), N);
+		for (int i = 0; i < N; i++) {
+			run_until(&calls[i].ndone);
+			assert_int_equal(calls[i].result, UPSTREAM_OK);
+			done++;
+		}
+		for (int i = 0; i < N; i++)
+			call_release(&calls[i]);
+	}
+	assert_int_equal(done, 3 * N);
+	/* the first round opened N connections, the others found them all in the pool */
+	assert_int_equal(srv.accepts, N);
+	assert_int_equal(srv.requests, 3 * N);
+	assert_int_equal(upstream_pool_active(pool), 0);
+}
+
+static void test_ipv6_literal(void **state)
+{
+	(void)state;
+	struct sockaddr_in6 sin6;
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	static struct call c; /* static: its handles outlive a failed assertion */
+	char url[128];
+
+	memset(&srv, 0, sizeof(srv));
+	srv.script = script_reply;
+	srv.reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	uv_tcp_init(&loop, &srv.listener);
+	srv.listening = true;
+	uv_ip6_addr("::1", 0, &sin6);
+	if (uv_tcp_bind(&srv.listener, (struct sockaddr *)&sin6, 0) != 0 ||
+	    uv_listen((uv_stream_t *)&srv.listener, 16, srv_accept) != 0) {
+		skip(); /* no IPv6 loopback here */
+		return;
+	}
+	uv_tcp_getsockname(&srv.listener, (struct sockaddr *)&ss, &len);
+	srv.port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	call_init(&c, "GET", "/", NULL);
+	snprintf(url, sizeof(url), "http://[::1]:%d/six", srv.port);
+	free((char *)c.r.url);
+	c.r.url = xstrdup(url);
+	run_call(&c);
+	assert_int_equal(c.result, UPSTREAM_OK);
+	char want[128];
+	snprintf(want, sizeof(want), "GET /six HTTP/1.1\r\nHost: [::1]:%d\r\n\r\n", srv.port);
+	assert_int_equal(srv.seen.len, strlen(want));
+	assert_memory_equal(srv.seen.data, want, srv.seen.len);
+	call_release(&c);
+}
+
 static void test_curl_keeps_the_rest(void **state)
 {
 	(void)state;
@@ -1112,6 +1177,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_early_response, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostname, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_pool, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ipv6_literal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_curl_keeps_the_rest, setup, teardown),
 	};
 	unsetenv("http_proxy");
