@@ -103,7 +103,9 @@ int upstream_start(struct upstream_pool *pool, struct upstream_req *r);
 /* Stops r at once; no callback runs afterwards. The connection is closed, so the upstream sees
  * the cancellation. Safe on a request that is not active. */
 void upstream_cancel(struct upstream_req *r);
-/* Resumes a request paused by UPSTREAM_DATA_PAUSE. Must not be called from r's callbacks. */
+/* Resumes a request paused by UPSTREAM_DATA_PAUSE. Must not be called from r's callbacks. The
+ * refused bytes come again through on_data, from inside this call (libcurl) or from the loop
+ * shortly after it (the native client); on_done never runs inside it on the native client. */
 void upstream_resume(struct upstream_req *r);
 /* Frees what r owns (resp_headers); r can be reused for another attempt. */
 void upstream_req_release(struct upstream_req *r);
