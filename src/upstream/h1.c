@@ -529,7 +529,8 @@ static const llhttp_settings_t parser_settings = {
 };
 
 /* Keeps [from, end) for upstream_resume(): the refused span first, then the unparsed rest. */
-static void stash_keep(struct upstream__h1_conn *c, const char *from, const char *end, bool in_stash)
+static void stash_keep(struct upstream__h1_conn *c, const char *from, const char *end,
+		       bool in_stash)
 {
 	size_t len = (size_t)(end - from);
 
