@@ -38,8 +38,8 @@ struct gw_req {
 
 	struct upstream_req up;
 	struct buf url;
-	struct buf hdr_text;          /* NUL-separated "Name: value" strings for curl */
-	struct curl_slist *hdr_nodes; /* our own nodes pointing into hdr_text; curl only reads them */
+	struct buf hdr_text;          /* NUL-separated "Name: value" strings for the upstream */
+	struct curl_slist *hdr_nodes; /* our own nodes into hdr_text; the clients only read them */
 	size_t hdr_nodes_cap;
 	unsigned attempts;
 	unsigned max_attempts;
@@ -52,7 +52,7 @@ struct gw_req {
 	bool saw_terminal;            /* [DONE], message_stop, response.completed/failed/... */
 	bool saw_finish;              /* an OpenAI chunk with a finish_reason */
 	bool sse_broken;
-	bool in_upstream_cb;          /* curl is on the stack: it must not be re-entered */
+	bool in_upstream_cb;          /* the upstream client is on the stack: no re-entry */
 	struct sse_parser sse;
 	struct buf resp_body;         /* buffered JSON body */
 	struct http_header *fields;   /* response headers for the client */
@@ -287,8 +287,8 @@ static bool is_hop_or_private(struct iov name, const struct iov *conn_tokens, si
 	return false;
 }
 
-/* Appends "Name: value" and its NUL separator. An empty value gives "Name:", which tells curl
- * not to send a header it would add by itself. */
+/* Appends "Name: value" and its NUL separator. An empty value gives "Name:", which tells the
+ * upstream client (curl's convention) not to send a header it would add by itself. */
 static void hdr_add(struct gw_req *g, const char *name, size_t nlen, const char *prefix,
 		    const char *value, size_t vlen)
 {
@@ -532,7 +532,7 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 		return queued < 0 ? UPSTREAM_DATA_ABORT : UPSTREAM_DATA_OK;
 	case RELAY_SSE:
 		/* the bytes are refused (paused) before they are parsed, so a paused chunk is fed
-		 * exactly once, when curl delivers it again */
+		 * exactly once, when the upstream client delivers it again */
 		if (http_req_queued(g->hreq) > g->conf->server.stream_buffer)
 			return UPSTREAM_DATA_PAUSE;
 		if (sse_feed(&g->sse, p, n, on_sse_event, g, &done) < 0) {
@@ -565,7 +565,7 @@ static void on_client_abort(struct http_req *h)
 	log_trace(LOGF_HTTP, "request %s: client went away", g->request_id);
 	http_resp_abort(h);
 	g->hreq = NULL;
-	/* inside a curl callback the callback's return code stops the transfer, and on_up_done
+	/* inside an upstream callback its return code stops the transfer, and on_up_done
 	 * finishes the request */
 	if (g->in_upstream_cb)
 		return;
@@ -647,8 +647,8 @@ static void on_up_done(struct upstream_req *r, int result)
 	}
 	if (result == UPSTREAM_OK && g->mode == RELAY_BUFFERED) {
 		/* a 2xx JSON answer that is not a whole object is a broken upstream, not a success;
-		 * framing is already checked by curl, so its two ends tell enough without building
-		 * a tree of every response */
+		 * the upstream client already checked the framing, so the body's two ends tell
+		 * enough without building a tree of every response */
 		if (g->up.status >= 200 && g->up.status < 300 && !json_object_shaped(&g->resp_body)) {
 			send_error(g, 502, "upstream_invalid_response", NULL,
 				   "the upstream answered with a malformed JSON body");
