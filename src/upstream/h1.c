@@ -1162,13 +1162,7 @@ int upstream__h1_start(struct upstream__h1 *h1, struct upstream_req *r)
 	if (!host)
 		return 1;
 
-	r->status = 0;
-	r->fail = 0;
-	r->headers_done = false;
-	r->paused = false;
-	r->bytes_in = 0;
-	r->t_connected_ns = r->t_headers_ns = 0;
-	buf_reset(&r->resp_headers);
+	upstream__req_reset(r);
 	r->t_start_ns = r->last_activity_ns = uv_hrtime();
 	now = r->t_start_ns / NS_PER_MS;
 

@@ -13,6 +13,10 @@
  */
 struct upstream__h1;
 
+/* Clears what a previous attempt left in r (status, timestamps, response headers). Shared by
+ * both clients; defined in upstream.c. */
+void upstream__req_reset(struct upstream_req *r);
+
 /* Returns a new client on loop. Disabled (every start returns 1) when MERIDIAN_UPSTREAM_CURL is
  * set to a non-empty value other than "0", or when a proxy is configured in the environment
  * (http_proxy, all_proxy, ALL_PROXY), which only libcurl honours. */

@@ -409,6 +409,17 @@ static void check_multi_info(struct upstream_pool *pool)
 	}
 }
 
+void upstream__req_reset(struct upstream_req *r)
+{
+	r->status = 0;
+	r->fail = 0;
+	r->headers_done = false;
+	r->paused = false;
+	r->bytes_in = 0;
+	r->t_connected_ns = r->t_headers_ns = 0;
+	buf_reset(&r->resp_headers);
+}
+
 int upstream_start(struct upstream_pool *pool, struct upstream_req *r)
 {
 	struct upstream__slot *s;
@@ -423,13 +434,7 @@ int upstream_start(struct upstream_pool *pool, struct upstream_req *r)
 	e = s->easy;
 	s->req = r;
 	r->slot = s;
-	r->status = 0;
-	r->fail = 0;
-	r->headers_done = false;
-	r->paused = false;
-	r->bytes_in = 0;
-	r->t_connected_ns = r->t_headers_ns = 0;
-	buf_reset(&r->resp_headers);
+	upstream__req_reset(r);
 
 	curl_easy_setopt(e, CURLOPT_URL, r->url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
