@@ -119,6 +119,7 @@ struct http_listener {
 	struct http_limits limits;
 	http_handler_fn handler;
 	http_error_fn render_error;
+	http_error_fields_fn error_fields;
 	void *ctx;
 	int port;
 	unsigned nconns;
@@ -1021,8 +1022,11 @@ static void conn_error_response(struct http_conn *c, int status, const char *cod
 	struct buf *b = &l->scratch;
 	b->len = 0;
 	const char *ct = l->render_error(&c->req, status, code, msg, b, l->ctx);
-	struct http_header h = {IOV_LIT("Content-Type"), iov_of(ct ? ct : "text/plain")};
-	conn_resp_head(c, status, &h, 1, (int64_t)b->len);
+	struct http_header h[1 + 8] = {{IOV_LIT("Content-Type"), iov_of(ct ? ct : "text/plain")}};
+	size_t n = 1;
+	if (l->error_fields)
+		n += l->error_fields(&c->req, h + 1, ARRAY_SIZE(h) - 1, l->ctx);
+	conn_resp_head(c, status, h, n, (int64_t)b->len);
 	conn_resp_write(c, b->data, b->len);
 }
 
@@ -1679,6 +1683,11 @@ unsigned http_listener_connections(const struct http_listener *l)
 unsigned http_listener_active_requests(const struct http_listener *l)
 {
 	return l->nactive;
+}
+
+void http_listener_set_error_fields(struct http_listener *l, http_error_fields_fn fn)
+{
+	l->error_fields = fn;
 }
 
 int http_listener_port(const struct http_listener *l)

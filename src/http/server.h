@@ -104,6 +104,16 @@ struct http_listener;
 int http_listen(uv_loop_t *loop, const char *addr, const struct http_limits *limits,
 		http_handler_fn handler, http_error_fn render_error, void *ctx,
 		struct http_listener **out);
+/* Header fields for an error the server answers itself (e.g. a request id, or a mock's region).
+ * Writes at most max fields to out and returns how many; their strings must stay valid until
+ * the callback is called again on the same thread. req may be partially filled, as for
+ * http_error_fn. */
+typedef size_t (*http_error_fields_fn)(const struct http_req *req, struct http_header *out,
+				       size_t max, void *ctx);
+
+/* Sets (or, with NULL, clears) the error fields callback of l; it gets l's ctx. */
+void http_listener_set_error_fields(struct http_listener *l, http_error_fields_fn fn);
+
 /* Stops accepting; existing connections continue. Idle keep-alive connections are closed, and
  * busy ones are closed after their current response ("Connection: close" is added). The
  * listener stays allocated until http_listener_close(). */

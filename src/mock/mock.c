@@ -1197,6 +1197,19 @@ static void on_request(struct http_req *req, void *ctx)
 	handle(r);
 }
 
+/* Errors the HTTP layer answers itself name the region too, like every other response. */
+static size_t error_fields(const struct http_req *req, struct http_header *out, size_t max,
+			   void *ctx)
+{
+	struct mworker *mw = ctx;
+	(void)req;
+	if (max < 1)
+		return 0;
+	out[0].name = IOV_LIT("x-mock-region");
+	out[0].value = iov_of(mw->m->cfg.region);
+	return 1;
+}
+
 static const char *render_error(const struct http_req *req, int status, const char *code,
 				const char *message, struct buf *out, void *ctx)
 {
@@ -1294,7 +1307,9 @@ static void worker_start(struct worker *w)
 			log_error("mock: cannot listen on '%s': %s", w->id ? m->bound : m->cfg.listen,
 				  uv_strerror(rc));
 		w->start_error = rc;
+		return;
 	}
+	http_listener_set_error_fields(mw->l, error_fields);
 }
 
 static void worker_wake(struct worker *w)

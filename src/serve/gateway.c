@@ -90,7 +90,34 @@ static bool request_id_ok(const struct iov *v)
 	return true;
 }
 
+/* The client's x-request-id when it is a sane token, else a new one. out holds 48 bytes. */
+static void request_id(struct gw_worker *gw, const struct http_req *h, char *out)
+{
+	const struct iov *rid = h->nheaders ? http_req_header(h, "x-request-id") : NULL;
+	if (request_id_ok(rid)) {
+		memcpy(out, rid->base, rid->len);
+		out[rid->len] = '\0';
+		return;
+	}
+	uint64_t a = rng_next(&gw->rng), b = rng_next(&gw->rng);
+	snprintf(out, 48, "req_%016llx%08llx", (unsigned long long)a, (unsigned long long)(b >> 32));
+}
+
 /* --- errors ------------------------------------------------------------------------------ */
+
+/* Errors the HTTP layer answers itself (bad framing, limits) carry a request id too. */
+static size_t error_fields(const struct http_req *req, struct http_header *out, size_t max,
+			   void *ctx)
+{
+	static __thread char rid[48];
+	struct gw_listen_ctx *lc = ctx;
+	if (max < 1)
+		return 0;
+	request_id(lc->gw, req, rid);
+	out[0].name = IOV_LIT("x-request-id");
+	out[0].value = iov_of(rid);
+	return 1;
+}
 
 const char *gw_render_error(const struct http_req *req, int status, const char *code,
 			    const char *message, struct buf *out, void *ctx)
@@ -788,15 +815,7 @@ static void handle(struct http_req *h, void *ctx)
 	h->on_abort = on_client_abort;
 	h->on_drain = on_client_drain;
 
-	const struct iov *rid = http_req_header(h, "x-request-id");
-	if (request_id_ok(rid)) {
-		memcpy(g->request_id, rid->base, rid->len);
-		g->request_id[rid->len] = '\0';
-	} else {
-		uint64_t a = rng_next(&gw->rng), b = rng_next(&gw->rng);
-		snprintf(g->request_id, sizeof(g->request_id), "req_%016llx%08llx",
-			 (unsigned long long)a, (unsigned long long)(b >> 32));
-	}
+	request_id(gw, h, g->request_id);
 
 	if (api_classify(h->path, &g->route) != 0) {
 		send_error(g, 404, "not_found", NULL, "no such endpoint; API paths start with /v1/");
@@ -901,6 +920,7 @@ int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, ch
 				 uv_strerror(rc));
 			return rc;
 		}
+		http_listener_set_error_fields(gw->listeners[i], error_fields);
 		gw->nlisteners++;
 	}
 	return 0;

@@ -145,6 +145,11 @@ describe('malformed and ambiguous requests (T01-T06)', () => {
 		const j = JSON.parse(r.responses[0].text);
 		assert.equal(typeof j.error?.message, 'string', r.text);
 		assert.equal(j.error.type, 'invalid_request_error');
+		// refused by the HTTP layer, still with a request id (the client's, when it sent one)
+		assert.match(r.text, /\r\nx-request-id: req_[0-9a-f]{24}\r\n/i, r.text);
+		const mine = await raw(s.port, req([CHAT, H, CT, 'X-Request-Id: trace-42', 'X_Bad: 1', `Content-Length: ${N}`], BODY));
+		assert.equal(mine.statuses[0], 400, mine.text);
+		assert.match(mine.text, /\r\nx-request-id: trace-42\r\n/i, mine.text);
 	});
 
 	test('accepted variants are forwarded with the exact body', async () => {

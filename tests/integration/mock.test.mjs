@@ -2,7 +2,7 @@
 // they say (region naming, injected statuses, capacity refusals, runtime config, stats).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMock, postJson, openStream, chatRequest, contentEvents, waitFor } from './lib/harness.mjs';
+import { startMock, postJson, openStream, chatRequest, contentEvents, waitFor, raw } from './lib/harness.mjs';
 
 const chat = { model: 'grok-4', messages: [{ role: 'user', content: 'hi' }] };
 const msg = { model: 'grok-4', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] };
@@ -81,5 +81,10 @@ describe('meridian mock', () => {
 		assert.ok(!end.complete && !end.decoded.includes('[DONE]'));
 		assert.equal(contentEvents(st.events).length, 3);
 		assert.equal((await m.stats()).dropped, d0 + 1);
+	});
+	test('errors the HTTP layer answers itself name the region too', async () => {
+		const r = await raw(m.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nX_Bad: 1\r\nContent-Length: 2\r\n\r\n{}');
+		assert.equal(r.statuses[0], 400, r.text);
+		assert.match(r.text, /\r\nx-mock-region: /i, r.text);
 	});
 });
