@@ -15,6 +15,23 @@ void sse_parser_release(struct sse_parser *p)
 	buf_release(&p->scratch);
 }
 
+void sse_parser_reset(struct sse_parser *p, size_t keep)
+{
+	struct buf pending = p->pending, scratch = p->scratch;
+	size_t max_event = p->max_event;
+
+	if (pending.cap > keep)
+		buf_release(&pending);
+	if (scratch.cap > keep)
+		buf_release(&scratch);
+	memset(p, 0, sizeof(*p));
+	p->pending = pending;
+	p->scratch = scratch;
+	buf_reset(&p->pending);
+	buf_reset(&p->scratch);
+	p->max_event = max_event;
+}
+
 void sse_parse_event(struct sse_parser *p, struct iov raw, struct sse_event *ev)
 {
 	const char *s = raw.base, *end = raw.base + raw.len;

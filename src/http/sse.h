@@ -38,6 +38,8 @@ struct sse_parser {
 /* max_event 0: 1 MiB. */
 void sse_parser_init(struct sse_parser *p, size_t max_event);
 void sse_parser_release(struct sse_parser *p);
+/* Readies p for a new stream, keeping its buffers unless they grew past keep bytes. */
+void sse_parser_reset(struct sse_parser *p, size_t keep);
 /* Feeds n bytes. For every event completed, calls cb (may be NULL). complete (may be NULL) gets
  * the contiguous bytes of all events completed by this call, valid until the next call. Returns
  * 0, the callback's non-zero value, or -1 if one event exceeds max_event. */

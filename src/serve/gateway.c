@@ -256,8 +256,8 @@ static void req_finish(struct gw_req *g)
 	/* keep big buffers only while they are small: a 30 MiB body must not stay pinned */
 	if (g->resp_body.cap > 256 * 1024)
 		buf_release(&g->resp_body);
-	sse_parser_release(&g->sse);
-	sse_parser_init(&g->sse, 0);
+	/* a recycled context keeps its stream buffers, unless one event made them big */
+	sse_parser_reset(&g->sse, 64 * 1024);
 	atomic_fetch_sub(&gw->active, 1);
 	if (gw->nfree < 1024) {
 		struct gw_req saved = *g;

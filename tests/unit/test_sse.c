@@ -132,12 +132,33 @@ static void test_crlf_split_at_event_end(void **state)
 	buf_release(&c.raw);
 }
 
+static void test_reset_reuses(void **state)
+{
+	struct sse_parser p;
+	struct collect c = {BUF_INIT, BUF_INIT, 0};
+	struct iov done;
+
+	(void)state;
+	sse_parser_init(&p, 0);
+	assert_int_equal(sse_feed(&p, "data: half", 10, on_event, &c, &done), 0);
+	assert_true(sse_has_partial(&p));
+	sse_parser_reset(&p, 64 * 1024);
+	assert_false(sse_has_partial(&p));
+	assert_int_equal(sse_feed(&p, "data: new\n\n", 11, on_event, &c, &done), 0);
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.log.data, "|new\n");
+	sse_parser_release(&p);
+	buf_release(&c.log);
+	buf_release(&c.raw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_split_invariance),
 		cmocka_unit_test(test_partial_kept),
 		cmocka_unit_test(test_crlf_split_at_event_end),
+		cmocka_unit_test(test_reset_reuses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
