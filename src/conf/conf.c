@@ -225,6 +225,8 @@ static const struct dir routing_dirs[] = {              /* struct conf_routing *
 	{.key = "timeouts", .type = T_MAP, .sub = timeouts_dirs},
 	K("probe_interval",     T_DURATION,  conf_routing, probe_interval_ms, .min = 1),
 	K("ms_per_1000km",      T_DOUBLE,    conf_routing, ms_per_1000km, .flags = D_NONNEG),
+	K("circuit_failures",   T_UINT,      conf_routing, circuit_failures, .min = 1, .max = 1000),
+	K("overload_cooldown",  T_DURATION,  conf_routing, overload_cooldown_ms, .min = 1),
 	{0},
 };
 
@@ -313,6 +315,8 @@ static void set_defaults(struct conf *c)
 	r->total_timeout_ms = 600000;
 	r->probe_interval_ms = 5000;
 	r->ms_per_1000km = 10;
+	r->circuit_failures = 3;
+	r->overload_cooldown_ms = 5000;
 
 	s->workers = 0;
 	s->shutdown_grace_ms = 30000;
@@ -615,11 +619,15 @@ static int check_provider(struct walk *w, struct conf *c, struct conf_provider *
 	if (p->ndeployments == 0)
 		return conf__fail_field(w, &p->deployments,
 					"a provider needs at least one deployment");
+	if (p->ndeployments > CONF_MAX_DEPLOYMENTS)
+		return conf__fail_field(w, &p->deployments,
+					"a provider has at most %d deployments", CONF_MAX_DEPLOYMENTS);
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		struct conf_deployment *d = &p->deployments[i];
 		d->provider = p;
 		if (check_region(w, c, &d->region) < 0 || check_url(w, &d->url) < 0)
 			return -1;
+		d->reg = conf_region(c, d->region);
 		if (d->nmodels == 0)
 			return conf__fail_field(
 			    w, &d->models, "list at least one model, or \"*\" to discover them");
@@ -835,6 +843,8 @@ static void list_free(char **l, size_t n)
 
 static void conf_free(struct conf *c)
 {
+	if (c->route_free)
+		c->route_free(c->route);
 	for (size_t i = 0; i < c->nlistens; i++) {
 		free(c->listens[i].address);
 		free(c->listens[i].region);

@@ -35,15 +35,21 @@ struct conf_region {
 };
 
 struct conf_provider;
+struct route_dep;
+
+/* A request's candidates are tracked in a bit set, so a provider has at most this many. */
+#define CONF_MAX_DEPLOYMENTS 32
 
 struct conf_deployment {
 	struct conf_provider *provider; /* back pointer, borrowed */
 	char *region;          /* a name from regions */
+	const struct conf_region *reg; /* that region, resolved */
 	char *url;             /* base URL without trailing '/', e.g. "https://us-east-1.api.x.ai" */
 	char **models;         /* NULL-terminated; empty when models_discover */
 	size_t nmodels;
 	bool models_discover;  /* models: ["*"] */
 	unsigned max_inflight; /* 0: unlimited */
+	struct route_dep *state; /* live health and load, set by route_attach(); NULL before */
 };
 
 struct conf_provider {
@@ -110,6 +116,8 @@ struct conf_routing {
 	uint64_t total_timeout_ms;      /* default 600 s */
 	uint64_t probe_interval_ms;     /* default 5 s */
 	double ms_per_1000km;           /* default 10 */
+	unsigned circuit_failures;      /* consecutive failures that open a circuit, default 3 */
+	uint64_t overload_cooldown_ms;  /* a 429/503/529 without Retry-After, default 5 s */
 };
 
 /* server: the front end (not in DESIGN.md's example; all optional) */
@@ -166,6 +174,11 @@ struct conf {
 	uint64_t logs_retention_ms;     /* default 30 d */
 	struct conf_price *prices;
 	size_t nprices;
+
+	/* What route_attach() derives from the snapshot (location tables, GeoIP database); freed
+	 * with it. */
+	void *route;
+	void (*route_free)(void *route);
 };
 
 /* Loads and validates path. On success returns a new reference (refcount 1). On failure returns
