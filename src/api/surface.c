@@ -116,5 +116,7 @@ json_t *api_parse_body(const char *body, size_t len, const struct api_route *rou
 		return NULL;
 	}
 	facts->stream = json_is_true(v);
+	v = json_object_get(root, "prompt_cache_key");
+	facts->cache_key = json_is_string(v) ? json_string_value(v) : NULL;
 	return root;
 }

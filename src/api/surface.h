@@ -37,6 +37,7 @@ int api_classify(struct iov path, struct api_route *out);
 struct api_body {
 	const char *model;        /* borrowed from the json_t; NULL if absent */
 	bool stream;
+	const char *cache_key;    /* prompt_cache_key: the conversation, for affinity; or NULL */
 };
 
 /* Parses body strictly (duplicate keys, invalid UTF-8, NUL, trailing bytes, depth are refused).

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "route/route.h"
 
 static void usage(FILE *f)
 {
@@ -60,6 +61,13 @@ int conf_check_main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	/* what serve would open besides the file itself: the GeoIP database */
+	if (route_attach(c, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		conf_unref(c);
+		route_shutdown();
+		return 1;
+	}
 	printf("%s: ok\n", path);
 	if (!quiet) {
 		struct buf out = BUF_INIT;
@@ -68,5 +76,6 @@ int conf_check_main(int argc, char **argv)
 		buf_release(&out);
 	}
 	conf_unref(c);
+	route_shutdown();
 	return 0;
 }

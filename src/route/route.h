@@ -109,7 +109,7 @@ void route_release(const struct conf_deployment *d);
 /* Outcomes. connect_us: the time to connect a new connection (0: a reused one, no sample). */
 void route_report_success(const struct conf_deployment *d, uint64_t connect_us);
 /* A connect failure, timeout or 5xx: counts towards opening the circuit. */
-void route_report_failure(const struct conf_deployment *d);
+void route_report_failure(const struct conf_deployment *d, const struct conf *c);
 /* A 429, 503 or 529: the deployment takes nothing for retry_after_ms (0: overload_cooldown). */
 void route_report_overload(const struct conf_deployment *d, const struct conf *c,
 			   uint64_t retry_after_ms);
@@ -117,10 +117,15 @@ void route_report_overload(const struct conf_deployment *d, const struct conf *c
 void route_report_probe(struct route_dep *s, const struct conf *c, bool ok, int result,
 			uint64_t rtt_us);
 
-/* Conversation affinity: remembers where a conversation ran last. */
+/* Conversation affinity: remembers where a conversation ran last (kept an hour after its last
+ * use, in a fixed table). The key never is 0. */
 void route_affinity_put(uint64_t key, const struct conf_deployment *d);
 uint64_t route_affinity_key(const char *provider, const char *account, const char *conv,
 			    size_t len);
+
+/* The account whose key hash matches key (sha256, compared in constant time), or NULL. */
+const struct conf_account *route_account_by_key(const struct conf *c, const char *key,
+						size_t len);
 
 /* Appends the live routing table as JSON (for /admin/api/regions): regions with their
  * locations, and per deployment provider, region, url, health, circuit, EWMA, in-flight,

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -11,6 +12,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "http/sse.h"
+#include "route/route.h"
 #include "serve/gateway.h"
 
 #define MAX_RESP_FIELDS 96
@@ -32,7 +34,12 @@ struct gw_req {
 	struct api_body facts;
 	json_t *body;
 	const struct conf_provider *provider;
-	const struct conf_deployment *dep;
+	const struct conf_deployment *dep;     /* the current attempt's; it holds an in-flight slot */
+	const struct conf_deployment *next_dep; /* claimed for a retry decided at response headers */
+	bool holds_slot;                       /* dep's in-flight slot is ours */
+	const char *pinned;                    /* the region a pinned request runs in, or NULL */
+	const struct conf_account *account;
+	struct route_plan plan;
 	char request_id[48];
 	char method[24];
 
@@ -63,6 +70,7 @@ struct gw_req {
 };
 
 static void req_finish(struct gw_req *g);
+static int start_attempt(struct gw_req *g);
 
 /* --- ids --------------------------------------------------------------------------------- */
 
@@ -184,26 +192,39 @@ static void add_own_fields(struct gw_req *g, char *timing, size_t tlen, char *at
 	ADD_FIELD_LIT(g, "x-request-id", g->request_id);
 	if (g->dep)
 		ADD_FIELD_LIT(g, "x-meridian-region", g->dep->region);
+	else if (g->pinned)
+		ADD_FIELD_LIT(g, "x-meridian-region", g->pinned);
 	snprintf(attempts, alen, "%u", g->attempts);
 	ADD_FIELD_LIT(g, "x-meridian-attempts", attempts);
 	ADD_FIELD_LIT(g, "server-timing", timing_value(g, timing, tlen));
 }
 
-static void send_error(struct gw_req *g, int status, const char *code, const char *param,
-		       const char *message)
+static void send_error_retry(struct gw_req *g, int status, const char *code, const char *param,
+			     const char *message, uint64_t retry_after_ms)
 {
 	struct buf body = BUF_INIT;
-	char timing[96], attempts[16];
+	char timing[96], attempts[16], retry[24];
 
 	api_error_body(g->route.format, status, code, param, message, &body);
 	g->nfields = 0;
 	ADD_FIELD_LIT(g, "content-type", "application/json");
+	if (retry_after_ms) {
+		snprintf(retry, sizeof(retry), "%llu",
+			 (unsigned long long)((retry_after_ms + 999) / 1000));
+		ADD_FIELD_LIT(g, "retry-after", retry);
+	}
 	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
 	http_resp_send(g->hreq, status, g->fields, g->nfields, body.data, body.len);
 	g->hreq = NULL;
 	buf_release(&body);
 	log_trace(LOGF_HTTP, "request %s: %d %s", g->request_id, status, code);
 	req_finish(g);
+}
+
+static void send_error(struct gw_req *g, int status, const char *code, const char *param,
+		       const char *message)
+{
+	send_error_retry(g, status, code, param, message, 0);
 }
 
 /* --- request context lifecycle ----------------------------------------------------------- */
@@ -243,12 +264,20 @@ static void req_finish(struct gw_req *g)
 		upstream_cancel(&g->up);
 		g->upstream_active = false;
 	}
+	if (g->dep && g->holds_slot)
+		route_release(g->dep);
+	if (g->next_dep)
+		route_release(g->next_dep);
 	json_decref(g->body);
 	g->body = NULL;
 	conf_unref(g->conf);
 	g->conf = NULL;
 	g->provider = NULL;
 	g->dep = NULL;
+	g->holds_slot = false;
+	g->next_dep = NULL;
+	g->pinned = NULL;
+	g->account = NULL;
 	g->hreq = NULL;
 	buf_reset(&g->url);
 	buf_reset(&g->hdr_text);
@@ -473,6 +502,63 @@ static void begin_client_response(struct gw_req *g, int64_t content_length)
 	g->committed = true;
 }
 
+/* Retry-After as milliseconds (retry-after-ms, delta seconds or an HTTP date); 0 if absent or
+ * unreadable. Capped at ten minutes: a deployment is not written off for longer on one answer. */
+static uint64_t retry_after_ms(const struct buf *headers)
+{
+	const uint64_t cap = 600000;
+	char tmp[64];
+	struct iov v = find_field(headers, "retry-after-ms");
+	int64_t n;
+
+	if (v.len && (n = str_to_i64(v.base, v.len)) >= 0)
+		return (uint64_t)n < cap ? (uint64_t)n : cap;
+	v = find_field(headers, "retry-after");
+	if (!v.len || v.len >= sizeof(tmp))
+		return 0;
+	if ((n = str_to_i64(v.base, v.len)) >= 0)
+		return (uint64_t)n * 1000 < cap ? (uint64_t)n * 1000 : cap;
+	memcpy(tmp, v.base, v.len);
+	tmp[v.len] = '\0';
+	time_t at = curl_getdate(tmp, NULL), now = time(NULL);
+	if (at <= now)
+		return 0;
+	return (uint64_t)(at - now) * 1000 < cap ? (uint64_t)(at - now) * 1000 : cap;
+}
+
+static bool is_retry_status(const struct conf *c, int status)
+{
+	for (size_t i = 0; i < c->routing.nretry_statuses; i++)
+		if (c->routing.retry_statuses[i] == status)
+			return true;
+	return false;
+}
+
+/* Whether another attempt fits in the request's budget. */
+static bool may_retry(const struct gw_req *g)
+{
+	uint64_t elapsed_ms = (uv_hrtime() - g->hreq->t_ready_ns) / NS_PER_MS;
+	return g->attempts < g->max_attempts && elapsed_ms < g->total_timeout_ms;
+}
+
+/* Tells the router how an attempt answered. */
+static void report_status(struct gw_req *g, const struct upstream_req *r, int status,
+			  const struct buf *headers)
+{
+	if (status == 429 || status == 503 || status == 529) {
+		route_report_overload(g->dep, g->conf, retry_after_ms(headers));
+	} else if (status == 500 || status == 502 || status == 504) {
+		route_report_failure(g->dep, g->conf);
+	} else {
+		/* a new connection's connect time samples the network latency */
+		uint64_t connect_us = r->t_connected_ns > r->t_start_ns
+					      ? (r->t_connected_ns - r->t_start_ns) / 1000 : 0;
+		route_report_success(g->dep, connect_us);
+		if (status < 300 && g->plan.affinity_key)
+			route_affinity_put(g->plan.affinity_key, g->dep);
+	}
+}
+
 static int on_up_headers(struct upstream_req *r, int status, const struct buf *headers)
 {
 	struct gw_req *g = r->data;
@@ -481,6 +567,17 @@ static int on_up_headers(struct upstream_req *r, int status, const struct buf *h
 	g->t_upstream_ns += r->t_headers_ns - r->t_start_ns;
 	if (g->client_gone)
 		return -1;
+	report_status(g, r, status, headers);
+	if (status >= 400 && is_retry_status(g->conf, status) && may_retry(g)) {
+		/* claimed now, so the upstream's answer can still go to the client when no other
+		 * deployment can take the request */
+		g->next_dep = route_next(&g->plan);
+		if (g->next_dep) {
+			log_info("request %s: attempt %u on '%s' answered %d, trying '%s'",
+				 g->request_id, g->attempts, g->dep->url, status, g->next_dep->url);
+			return -1;
+		}
+	}
 	if (ctype.len >= 17 && strncasecmp(ctype.base, "text/event-stream", 17) == 0) {
 		g->mode = RELAY_SSE;
 	} else if ((ctype.len >= 16 && strncasecmp(ctype.base, "application/json", 16) == 0) ||
@@ -611,7 +708,59 @@ static bool retryable_before_commit(const struct gw_req *g, int result)
 		return rt->retry_on & CONF_RETRY_CONNECT;
 	if (result == UPSTREAM_ETIMEOUT_CONNECT)
 		return rt->retry_on & (CONF_RETRY_CONNECT | CONF_RETRY_TIMEOUT);
+	if (result == UPSTREAM_ETIMEOUT_FIRST_BYTE)
+		return rt->retry_on & CONF_RETRY_TIMEOUT;
 	return false;
+}
+
+/* Failures that say the deployment is unwell, for its circuit. */
+static bool deployment_failed(int result)
+{
+	return result == UPSTREAM_ECONNECT || result == UPSTREAM_ETIMEOUT_CONNECT ||
+	       result == UPSTREAM_ETIMEOUT_FIRST_BYTE || result == UPSTREAM_ETLS;
+}
+
+/* Moves the request's in-flight slot to next (claimed by route_next) and starts there. */
+static int move_to(struct gw_req *g, const struct conf_deployment *next)
+{
+	if (g->holds_slot)
+		route_release(g->dep);
+	g->dep = next;
+	g->holds_slot = true;
+	buf_reset(&g->resp_body);
+	return start_attempt(g);
+}
+
+/* 503 when nothing in scope can take the request now; Anthropic's surface says 529. */
+static void send_unavailable(struct gw_req *g, const char *why)
+{
+	char msg[320];
+	const char *code;
+	int status = g->route.format == API_ANTHROPIC ? 529 : 503;
+	bool restricted = g->pinned || (g->account && g->account->nregions);
+
+	if (g->pinned) {
+		code = "region_unavailable";
+		snprintf(msg, sizeof(msg), "region '%s' cannot take the request now: %s", g->pinned,
+			 why);
+	} else if (restricted) {
+		code = "region_unavailable";
+		snprintf(msg, sizeof(msg),
+			 "no region account '%s' may use can take the request now: %s", g->account->id,
+			 why);
+	} else {
+		code = g->plan.status == ROUTE_DOWN ? "upstream_unavailable" : "capacity_exhausted";
+		snprintf(msg, sizeof(msg), "no region can take the request now: %s", why);
+	}
+	send_error_retry(g, status, code, NULL, msg,
+			 g->plan.retry_after_ms ? g->plan.retry_after_ms
+			 : g->plan.status == ROUTE_SATURATED ? 1000 : 0);
+}
+
+static const char *plan_why(const struct route_plan *p)
+{
+	return p->status == ROUTE_DOWN ? "every deployment serving it is down"
+				       : "every deployment serving it is at capacity";
 }
 
 static void error_for_result(int result, int *status, const char **code, const char **msg)
@@ -647,8 +796,6 @@ static void error_for_result(int result, int *status, const char **code, const c
 	}
 }
 
-static int start_attempt(struct gw_req *g);
-
 static bool json_object_shaped(const struct buf *b)
 {
 	size_t i = 0, j = b->len;
@@ -672,6 +819,15 @@ static void on_up_done(struct upstream_req *r, int result)
 		req_finish(g);
 		return;
 	}
+	if (g->next_dep) {
+		/* a retryable status, turned down at its headers */
+		const struct conf_deployment *next = g->next_dep;
+		g->next_dep = NULL;
+		if (move_to(g, next) == 0)
+			return;
+		send_error(g, 504, "request_timeout", NULL, "the request exceeded its total timeout");
+		return;
+	}
 	if (result == UPSTREAM_OK && g->mode == RELAY_BUFFERED) {
 		/* a 2xx JSON answer that is not a whole object is a broken upstream, not a success;
 		 * the upstream client already checked the framing, so the body's two ends tell
@@ -689,17 +845,31 @@ static void on_up_done(struct upstream_req *r, int result)
 		return;
 	}
 	if (!g->committed) {
-		if (retryable_before_commit(g, result) && g->attempts < g->max_attempts) {
-			log_info("request %s: attempt %u on '%s' failed (%s), retrying", g->request_id,
-				 g->attempts, g->dep->url, upstream_strerror(result));
-			buf_reset(&g->resp_body);
-			if (start_attempt(g) == 0)
-				return;
+		if (deployment_failed(result))
+			route_report_failure(g->dep, g->conf);
+		if (retryable_before_commit(g, result) && may_retry(g)) {
+			/* the slot goes back first: the same deployment may be the only one left */
+			route_release(g->dep);
+			g->holds_slot = false;
+			const struct conf_deployment *next = route_next(&g->plan);
+			if (next) {
+				log_info("request %s: attempt %u on '%s' failed (%s), trying '%s'",
+					 g->request_id, g->attempts, g->dep->url,
+					 upstream_strerror(result), next->url);
+				g->dep = next;
+				g->holds_slot = true;
+				buf_reset(&g->resp_body);
+				if (start_attempt(g) == 0)
+					return;
+			}
 		}
 		error_for_result(result, &status, &code, &msg);
 		log_warn("request %s: upstream '%s' failed: %s", g->request_id, g->dep->url,
 			 upstream_strerror(result));
-		send_error(g, status, code, NULL, msg);
+		if (g->pinned && (deployment_failed(result) || result == UPSTREAM_ESEND))
+			send_unavailable(g, msg);
+		else
+			send_error(g, status, code, NULL, msg);
 		return;
 	}
 	if (g->mode == RELAY_SSE) {
@@ -752,6 +922,9 @@ static int start_attempt(struct gw_req *g)
 		return -1;
 	g->attempts++;
 	g->mode = RELAY_BUFFERED;
+	buf_reset(&g->url);
+	buf_puts(&g->url, g->dep->url);
+	buf_append(&g->url, g->hreq->target.base, g->hreq->target.len);
 	u->url = g->url.data;
 	u->body = g->hreq->body.data;
 	u->body_len = g->hreq->body.len;
@@ -780,23 +953,293 @@ static int start_attempt(struct gw_req *g)
 
 /* --- the handler ------------------------------------------------------------------------- */
 
-/* The deployment for a request until the router arrives: the default provider's first
- * deployment that serves the model (any, for requests without a model), inside the pinned
- * region when the listener has one: a pinned request is never processed elsewhere. */
-static const struct conf_deployment *pick_deployment(const struct conf_provider *p, const char *model,
-						     const char *region)
+/* The scope a Host names: <region>.<hosts.global> pins the request to region. Returns 0 (region
+ * set, or NULL for the global endpoint), or -1 once an error was sent. */
+static int host_scope(struct gw_req *g, const char **region)
 {
+	const char *global = g->conf->global_host;
+	const struct iov *host = http_req_header(g->hreq, "host");
+	struct iov name;
+	size_t glen;
+
+	*region = NULL;
+	if (!global || !host || !host->len || host->base[0] == '[')
+		return 0;
+	name = *host;
+	const char *colon = memrchr(name.base, ':', name.len);
+	if (colon)
+		name.len = (size_t)(colon - name.base);
+	glen = strlen(global);
+	if (name.len <= glen + 1 || name.base[name.len - glen - 1] != '.' ||
+	    strncasecmp(name.base + name.len - glen, global, glen) != 0)
+		return 0;
+	struct iov label = {name.base, name.len - glen - 1};
+	for (size_t i = 0; i < g->conf->nregions; i++) {
+		const char *r = g->conf->regions[i].name;
+		if (strlen(r) == label.len && strncasecmp(r, label.base, label.len) == 0) {
+			*region = r;
+			return 0;
+		}
+	}
+	char msg[200];
+	snprintf(msg, sizeof(msg), "there is no region '%.*s' at this endpoint",
+		 (int)(label.len > 63 ? 63 : label.len), label.base);
+	send_error(g, 404, "region_not_found", NULL, msg);
+	return -1;
+}
+
+static struct iov client_key(const struct http_req *h)
+{
+	const struct iov *v = http_req_header(h, "authorization");
+	if (v && v->len > 7 && strncasecmp(v->base, "Bearer ", 7) == 0) {
+		struct iov k = {v->base + 7, v->len - 7};
+		while (k.len && k.base[0] == ' ')
+			k.base++, k.len--;
+		return k;
+	}
+	v = http_req_header(h, "x-api-key");
+	return v ? *v : IOV_NULL;
+}
+
+/* With accounts configured, the key names the account. In inject mode a key is required; in
+ * passthrough mode the client's provider key goes upstream and names an account when its hash
+ * is listed. Returns 0, or -1 once an error was sent. */
+static int authenticate(struct gw_req *g)
+{
+	struct iov key;
+
+	if (!g->conf->naccounts)
+		return 0;
+	key = client_key(g->hreq);
+	g->account = route_account_by_key(g->conf, key.base, key.len);
+	if (!g->account && g->provider->auth_mode == CONF_AUTH_INJECT) {
+		send_error(g, 401, "invalid_api_key", NULL,
+			   key.len ? "the API key is not valid"
+				   : "an API key is required (Authorization: Bearer KEY)");
+		return -1;
+	}
+	return 0;
+}
+
+static bool account_allows(const struct conf_account *a, const char *region)
+{
+	if (!a || !a->nregions)
+		return true;
+	for (size_t i = 0; i < a->nregions; i++)
+		if (!strcmp(a->regions[i], region))
+			return true;
+	return false;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* GET /v1/models and /v1/models/{id}, answered from the deployments in the caller's scope. */
+static void answer_models(struct gw_req *g)
+{
+	const struct conf_provider *p = g->provider;
+	bool anthropic = http_req_header(g->hreq, "anthropic-version") != NULL;
+	const char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct buf body = BUF_INIT;
+	char timing[96], attempts[16];
+	struct iov want = IOV_NULL;
+
+	if (anthropic)
+		g->route.format = API_ANTHROPIC;
+	if (g->route.ep == API_EP_MODEL)
+		want = (struct iov){g->hreq->path.base + 11, g->hreq->path.len - 11};
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		const struct conf_deployment *d = &p->deployments[i];
-		if (region && strcmp(d->region, region))
+		const struct route_models *m = NULL;
+		if ((g->pinned && strcmp(d->region, g->pinned)) || !account_allows(g->account, d->region))
 			continue;
-		if (!model || d->models_discover)
-			return d;
-		for (size_t m = 0; m < d->nmodels; m++)
-			if (!strcmp(d->models[m], model))
-				return d;
+		if (d->models_discover && !(m = atomic_load(&d->state->models)))
+			continue;
+		size_t k = m ? m->n : d->nmodels;
+		char *const *ids = m ? m->ids : d->models;
+		for (size_t j = 0; j < k; j++) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				names = xrealloc(names, cap * sizeof(*names));
+			}
+			names[n++] = ids[j];
+		}
 	}
-	return NULL;
+	qsort(names, n, sizeof(*names), cmp_name);
+	size_t u = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!u || strcmp(names[u - 1], names[i]))
+			names[u++] = names[i];
+	n = u;
+
+	if (want.base) {
+		const char *found = NULL;
+		for (size_t i = 0; i < n && !found; i++)
+			if (iov_eq(want, names[i]))
+				found = names[i];
+		if (!found) {
+			char msg[320];
+			int len = (int)(want.len > 128 ? 128 : want.len);
+			if (g->pinned)
+				snprintf(msg, sizeof(msg), "the model '%.*s' is not served in region '%s'",
+					 len, want.base, g->pinned);
+			else
+				snprintf(msg, sizeof(msg), "the model '%.*s' does not exist", len,
+					 want.base);
+			free(names);
+			send_error(g, 404, "model_not_found", "model", msg);
+			return;
+		}
+		names[0] = found;
+		n = 1;
+	}
+	if (!want.base)
+		buf_puts(&body, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			buf_append(&body, ",", 1);
+		buf_append(&body, "{\"id\":\"", 7);
+		buf_append_json_str(&body, names[i], strlen(names[i]));
+		if (anthropic) {
+			buf_puts(&body, "\",\"type\":\"model\",\"display_name\":\"");
+			buf_append_json_str(&body, names[i], strlen(names[i]));
+			buf_puts(&body, "\",\"created_at\":\"1970-01-01T00:00:00Z\"}");
+		} else {
+			buf_puts(&body, "\",\"object\":\"model\",\"created\":0,\"owned_by\":\"");
+			buf_append_json_str(&body, p->name, strlen(p->name));
+			buf_puts(&body, "\"}");
+		}
+	}
+	if (!want.base && anthropic) {
+		buf_puts(&body, "],\"has_more\":false,\"first_id\":");
+		for (int end = 0; end < 2; end++) {
+			if (end)
+				buf_puts(&body, ",\"last_id\":");
+			if (!n) {
+				buf_puts(&body, "null");
+				continue;
+			}
+			const char *id = names[end ? n - 1 : 0];
+			buf_append(&body, "\"", 1);
+			buf_append_json_str(&body, id, strlen(id));
+			buf_append(&body, "\"", 1);
+		}
+		buf_append(&body, "}", 1);
+	} else if (!want.base) {
+		buf_puts(&body, "]}");
+	}
+	free(names);
+	g->nfields = 0;
+	ADD_FIELD_LIT(g, "content-type", "application/json");
+	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
+	http_resp_send(g->hreq, 200, g->fields, g->nfields, body.data, body.len);
+	g->hreq = NULL;
+	buf_release(&body);
+	req_finish(g);
+}
+
+/* x-meridian-max-attempts lowers routing.max_attempts for one request. */
+static int attempts_limit(struct gw_req *g)
+{
+	const struct iov *v = http_req_header(g->hreq, "x-meridian-max-attempts");
+	unsigned max = g->conf->routing.max_attempts ? g->conf->routing.max_attempts : 1;
+	int64_t n;
+
+	g->max_attempts = max;
+	if (!v)
+		return 0;
+	n = str_to_i64(v->base, v->len);
+	if (n < 1) {
+		send_error(g, 400, "invalid_request", NULL,
+			   "x-meridian-max-attempts must be a whole number of at least 1");
+		return -1;
+	}
+	if ((uint64_t)n < max)
+		g->max_attempts = (unsigned)n;
+	return 0;
+}
+
+static int request_timeout(struct gw_req *g)
+{
+	const struct iov *rt = http_req_header(g->hreq, "x-meridian-request-timeout");
+	char tmp[32];
+
+	g->total_timeout_ms = g->conf->routing.total_timeout_ms;
+	if (!rt)
+		return 0;
+	int64_t ms = -1;
+	if (rt->len < sizeof(tmp)) {
+		memcpy(tmp, rt->base, rt->len);
+		tmp[rt->len] = '\0';
+		ms = conf_parse_duration_ms(tmp);
+	}
+	if (ms <= 0) {
+		send_error(g, 400, "invalid_request", NULL,
+			   "x-meridian-request-timeout must be a duration like 30s");
+		return -1;
+	}
+	if ((uint64_t)ms < g->total_timeout_ms)
+		g->total_timeout_ms = (uint64_t)ms;
+	return 0;
+}
+
+/* Plans the request's candidates and claims the first. Returns 0, or -1 once an error was
+ * sent. */
+static int plan(struct gw_req *g)
+{
+	const struct http_req *h = g->hreq;
+	const struct conf *c = g->conf;
+	struct route_query q = {
+		.conf = c, .provider = g->provider, .model = g->facts.model,
+		.region = g->pinned, .account = g->account,
+	};
+	struct geo client;
+	char msg[320];
+
+	/* distance orders regions; inside a pinned region every deployment is equally far */
+	if (!g->pinned) {
+		const struct iov *loc = c->client_location.header
+						? http_req_header(h, c->client_location.header)
+						: NULL;
+		if (route_locate(c, (const struct sockaddr *)&h->peer, loc,
+				 http_req_header(h, "x-forwarded-for"), &client) != LOCATE_NONE)
+			q.client = &client;
+	}
+	const struct iov *conv = http_req_header(h, "x-grok-conv-id");
+	if (conv && conv->len)
+		q.affinity_key = route_affinity_key(g->provider->name,
+						    g->account ? g->account->id : NULL, conv->base,
+						    conv->len);
+	else if (g->facts.cache_key && g->facts.cache_key[0])
+		q.affinity_key = route_affinity_key(g->provider->name,
+						    g->account ? g->account->id : NULL,
+						    g->facts.cache_key, strlen(g->facts.cache_key));
+
+	if (route_plan(&q, &g->plan) == ROUTE_NO_MODEL) {
+		const char *model = g->facts.model ? g->facts.model : "";
+		if (g->pinned)
+			snprintf(msg, sizeof(msg), "the model '%s' is not served in region '%s'", model,
+				 g->pinned);
+		else if (g->account && g->account->nregions)
+			snprintf(msg, sizeof(msg),
+				 "the model '%s' is not served in the regions account '%s' may use",
+				 model, g->account->id);
+		else
+			snprintf(msg, sizeof(msg), "the model '%s' does not exist or is not served here",
+				 model);
+		send_error(g, 404, "model_not_found", "model", msg);
+		return -1;
+	}
+	g->dep = route_next(&g->plan);
+	if (!g->dep) {
+		send_unavailable(g, plan_why(&g->plan));
+		return -1;
+	}
+	g->holds_slot = true;
+	return 0;
 }
 
 static void handle(struct http_req *h, void *ctx)
@@ -804,7 +1247,7 @@ static void handle(struct http_req *h, void *ctx)
 	struct gw_listen_ctx *lc = ctx;
 	struct gw_worker *gw = lc->gw;
 	struct gw_req *g = req_get(gw);
-	const char *pinned;
+	const char *listener_region, *host_region;
 	char err[256];
 	const char *err_param = NULL;
 
@@ -821,6 +1264,39 @@ static void handle(struct http_req *h, void *ctx)
 		send_error(g, 404, "not_found", NULL, "no such endpoint; API paths start with /v1/");
 		return;
 	}
+	listener_region = lc->index < g->conf->nlistens ? g->conf->listens[lc->index].region : NULL;
+	g->pinned = listener_region;
+	if (host_scope(g, &host_region) < 0)
+		return;
+	if (host_region && listener_region && strcmp(host_region, listener_region)) {
+		snprintf(err, sizeof(err), "this listener serves region '%s', not '%s'",
+			 listener_region, host_region);
+		send_error(g, 421, "misdirected_request", NULL, err);
+		return;
+	}
+	if (host_region)
+		g->pinned = host_region;
+	g->provider = conf_default_provider(g->conf);
+	if (!g->provider) {
+		send_error(g, 503, "no_provider", NULL, "no provider is configured");
+		return;
+	}
+	if (authenticate(g) < 0)
+		return;
+	if (g->pinned && !account_allows(g->account, g->pinned)) {
+		snprintf(err, sizeof(err), "account '%s' may not be processed in region '%s'",
+			 g->account->id, g->pinned);
+		send_error(g, 403, "residency_denied", NULL, err);
+		return;
+	}
+	if (g->route.ep == API_EP_MODELS || g->route.ep == API_EP_MODEL) {
+		if (h->method != 1 /* GET */) {
+			send_error(g, 405, "method_not_allowed", NULL, "this endpoint takes GET");
+			return;
+		}
+		answer_models(g);
+		return;
+	}
 	if (g->route.json_body) {
 		if (h->method != 3 /* POST */) {
 			send_error(g, 405, "method_not_allowed", NULL, "this endpoint takes POST");
@@ -833,46 +1309,8 @@ static void handle(struct http_req *h, void *ctx)
 			return;
 		}
 	}
-	g->provider = conf_default_provider(g->conf);
-	if (!g->provider) {
-		send_error(g, 503, "no_provider", NULL, "no provider is configured");
+	if (request_timeout(g) < 0 || attempts_limit(g) < 0 || plan(g) < 0)
 		return;
-	}
-	pinned = lc->index < g->conf->nlistens ? g->conf->listens[lc->index].region : NULL;
-	g->dep = pick_deployment(g->provider, g->facts.model, pinned);
-	if (!g->dep) {
-		if (pinned && g->facts.model)
-			snprintf(err, sizeof(err), "the model '%s' is not served in region '%s'",
-				 g->facts.model, pinned);
-		else if (pinned)
-			snprintf(err, sizeof(err), "nothing is served in region '%s'", pinned);
-		else
-			snprintf(err, sizeof(err), "the model '%s' does not exist or is not served here",
-				 g->facts.model);
-		send_error(g, 404, "model_not_found", "model", err);
-		return;
-	}
-
-	g->total_timeout_ms = g->conf->routing.total_timeout_ms;
-	const struct iov *rt = http_req_header(h, "x-meridian-request-timeout");
-	if (rt && rt->len < 32) {
-		char tmp[32];
-		memcpy(tmp, rt->base, rt->len);
-		tmp[rt->len] = '\0';
-		int64_t ms = conf_parse_duration_ms(tmp);
-		if (ms <= 0) {
-			send_error(g, 400, "invalid_request", NULL,
-				   "x-meridian-request-timeout must be a duration like 30s");
-			return;
-		}
-		if ((uint64_t)ms < g->total_timeout_ms)
-			g->total_timeout_ms = (uint64_t)ms;
-	}
-	g->max_attempts = g->conf->routing.max_attempts ? g->conf->routing.max_attempts : 1;
-
-	buf_reset(&g->url);
-	buf_puts(&g->url, g->dep->url);
-	buf_append(&g->url, h->target.base, h->target.len);
 	build_upstream_headers(g);
 	if (start_attempt(g) != 0)
 		send_error(g, 502, "upstream_error", NULL, "could not start the upstream request");

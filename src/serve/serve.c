@@ -9,6 +9,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "net/worker.h"
+#include "route/route.h"
 #include "serve/gateway.h"
 #include "serve/serve.h"
 
@@ -136,6 +137,10 @@ static void on_hup(uv_signal_t *h, int signum)
 	if (atomic_load(&S.phase) != PHASE_RUN)
 		return;
 	next = conf_load(S.conf_path, err, sizeof(err));
+	if (next && route_attach(next, err, sizeof(err)) < 0) {
+		conf_unref(next);
+		next = NULL;
+	}
 	if (!next) {
 		log_error("reload refused, keeping the running configuration: %s", err);
 		return;
@@ -187,6 +192,12 @@ int serve_main(int argc, char **argv)
 		fprintf(stderr, "meridian: %s\n", err);
 		return 1;
 	}
+	if (route_attach(S.conf, err, sizeof(err)) < 0) {
+		fprintf(stderr, "meridian: %s: %s\n", S.conf_path, err);
+		conf_unref(S.conf);
+		route_shutdown();
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	uv_mutex_init(&S.err_mu);
 	nworkers = S.conf->server.workers ? S.conf->server.workers : workers_default_count();
@@ -228,6 +239,7 @@ out:
 	free(S.pending);
 	free(S.gws);
 	conf_unref(S.conf);
+	route_shutdown();
 	uv_mutex_destroy(&S.err_mu);
 	return rc;
 }
