@@ -67,10 +67,11 @@ export function freePort() {
 	});
 }
 
-/* Resolves true if a TCP connection to port is accepted, false if refused or it times out. */
-export function canConnect(port, timeoutMs = 500) {
+/* Resolves true if a TCP connection to port (on host, default 127.0.0.1) is accepted, false if
+ * refused or it times out. */
+export function canConnect(port, timeoutMs = 500, host = '127.0.0.1') {
 	return new Promise((resolve) => {
-		const s = net.connect({ host: '127.0.0.1', port });
+		const s = net.connect({ host, port });
 		const t = setTimeout(() => {
 			s.destroy();
 			resolve(false);
@@ -191,11 +192,11 @@ class Proc {
 	}
 }
 
-async function waitListening(p, port) {
+async function waitListening(p, port, host = '127.0.0.1') {
 	await waitFor(async () => {
 		if (!p.alive())
 			throw Object.assign(new Error('exited'), { fatal: true });
-		return canConnect(port, 300);
+		return canConnect(port, 300, host);
 	}, { timeoutMs: 10000 * SLOW, what: `${p.name} to listen on ${port}` }).catch((e) => {
 		const why = p.exit ? `exited ${JSON.stringify(p.exit)}` : e.message;
 		p.signal('SIGKILL');
@@ -203,39 +204,40 @@ async function waitListening(p, port) {
 	});
 }
 
-/* Starts `meridian mock`. Options: region, models (array), port, args (extra flags), env.
- * Returns {port, url, region, proc, stats(), reset(), config(obj), stop(), kill()}. */
-export async function startMock({ region = 'local', models = MODELS, port, args = [], env = {} } = {}) {
+/* Starts `meridian mock`. Options: region, models (array), port, host (an IPv4 loopback address
+ * to bind, default 127.0.0.1: the whole 127/8 is local), args (extra flags), env.
+ * Returns {port, host, url, region, proc, stats(), reset(), config(obj), stop(), kill()}. */
+export async function startMock({ region = 'local', models = MODELS, port, host = '127.0.0.1', args = [], env = {} } = {}) {
 	port ??= await freePort();
-	const argv = ['mock', '--listen', `127.0.0.1:${port}`, '--region', region, '--models',
+	const argv = ['mock', '--listen', `${host}:${port}`, '--region', region, '--models',
 		models.join(','), '--workers', '1', '--quiet', ...args];
 	const p = new Proc(`mock[${region}]`, argv, env);
-	await waitListening(p, port);
+	await waitListening(p, port, host);
 	const m = {
-		port, region, proc: p, url: `http://127.0.0.1:${port}`,
-		stats: () => mockStats(port),
-		reset: () => mockReset(port),
-		config: (obj) => mockConfig(port, obj),
+		port, host, region, proc: p, url: `http://${host}:${port}`,
+		stats: () => mockStats(port, host),
+		reset: () => mockReset(port, host),
+		config: (obj) => mockConfig(port, obj, host),
 		stop: () => p.stop(),
 		kill: () => p.kill(),
 	};
 	return m;
 }
 
-export async function mockStats(port) {
-	const r = await fetch(`http://127.0.0.1:${port}/mock/stats`);
+export async function mockStats(port, host = '127.0.0.1') {
+	const r = await fetch(`http://${host}:${port}/mock/stats`);
 	assert.equal(r.status, 200, 'GET /mock/stats');
 	return r.json();
 }
 
-export async function mockReset(port) {
-	const r = await fetch(`http://127.0.0.1:${port}/mock/reset`, { method: 'POST' });
+export async function mockReset(port, host = '127.0.0.1') {
+	const r = await fetch(`http://${host}:${port}/mock/reset`, { method: 'POST' });
 	assert.ok(r.status >= 200 && r.status < 300, `POST /mock/reset: ${r.status}`);
 	await r.arrayBuffer();
 }
 
-export async function mockConfig(port, obj) {
-	const r = await fetch(`http://127.0.0.1:${port}/mock/config`, {
+export async function mockConfig(port, obj, host = '127.0.0.1') {
+	const r = await fetch(`http://${host}:${port}/mock/config`, {
 		method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(obj),
 	});
 	assert.ok(r.status >= 200 && r.status < 300, `POST /mock/config: ${r.status}`);
