@@ -1,4 +1,4 @@
-/* serve.c - `meridian serve`: workers, signals, config reload and graceful shutdown */
+/* serve.c - `meridian serve`: workers, the control thread, signals, config reload and graceful shutdown */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,6 +8,7 @@
 #include "conf/conf.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "ctl/ctl.h"
 #include "net/worker.h"
 #include "route/route.h"
 #include "serve/gateway.h"
@@ -22,6 +23,7 @@ struct serve {
 	struct worker_group workers;
 	struct gw_worker *gws;
 	_Atomic(struct conf *) *pending;  /* per worker: a snapshot to adopt */
+	struct ctl *ctl;                  /* probes and the admin listener */
 	atomic_int phase;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t drain_timer;
@@ -111,6 +113,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 		 active_requests());
 	atomic_store(&S.phase, PHASE_DRAIN);
 	workers_wake(&S.workers);
+	ctl_drain(S.ctl);
 	S.drain_deadline_ns = uv_hrtime() + S.conf->server.shutdown_grace_ms * 1000000ull;
 	uv_timer_start(&S.drain_timer, drain_tick, 0, 20);
 }
@@ -127,6 +130,11 @@ static bool listens_equal(const struct conf *a, const struct conf *b)
 			return false;
 	}
 	return true;
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+	return (a == NULL) == (b == NULL) && (!a || !strcmp(a, b));
 }
 
 static void on_hup(uv_signal_t *h, int signum)
@@ -147,6 +155,9 @@ static void on_hup(uv_signal_t *h, int signum)
 	}
 	if (!listens_equal(S.conf, next))
 		log_warn("reload: listener changes take effect only after a restart");
+	if (!str_equal(S.conf->admin_address, next->admin_address) ||
+	    !str_equal(S.conf->admin_token_env, next->admin_token_env))
+		log_warn("reload: admin listener changes take effect only after a restart");
 	for (unsigned i = 0; i < S.workers.n; i++) {
 		struct conf *old = atomic_exchange(&S.pending[i], conf_ref(next));
 		conf_unref(old);
@@ -154,6 +165,7 @@ static void on_hup(uv_signal_t *h, int signum)
 	conf_unref(S.conf);
 	S.conf = next;
 	workers_wake(&S.workers);
+	ctl_set_conf(S.ctl, next);
 	log_info("configuration reloaded from '%s'", S.conf_path);
 }
 
@@ -215,6 +227,9 @@ int serve_main(int argc, char **argv)
 	uv_signal_start(&S.sig_hup, on_hup, SIGHUP);
 
 	rc = workers_start(&S.workers, nworkers, worker_start, worker_wake, NULL);
+	/* after the workers, so that a gateway port in use is the error reported first */
+	if (rc == 0 && (rc = ctl_start(S.conf, S.start_err, sizeof(S.start_err), &S.ctl)) != 0)
+		S.ctl = NULL;
 	if (rc != 0) {
 		fprintf(stderr, "meridian: %s\n", S.start_err);
 		atomic_store(&S.phase, PHASE_CLOSE);
@@ -233,6 +248,9 @@ int serve_main(int argc, char **argv)
 	workers_join(&S.workers);
 	rc = 0;
 out:
+	/* before route_shutdown(): its probes hold deployment states */
+	ctl_stop(S.ctl);
+	S.ctl = NULL;
 	uv_loop_close(main_loop);
 	for (unsigned i = 0; i < nworkers; i++)
 		conf_unref(atomic_exchange(&S.pending[i], NULL));

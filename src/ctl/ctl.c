@@ -1,0 +1,705 @@
+/* ctl.c - the control thread: active probes of every deployment, and the admin listener */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/str.h"
+#include "ctl/ctl.h"
+#include "http/server.h"
+#include "net/worker.h"
+#include "route/route.h"
+#include "upstream/upstream.h"
+
+#define PROBE_BODY_CAP (4u << 20)     /* a /v1/models answer larger than this is not read */
+#define PROBE_BODY_KEEP (64u << 10)   /* a bigger body buffer is freed after its probe */
+#define PROBE_TIMEOUT_MIN_MS 1000
+#define PROBE_TIMEOUT_MAX_MS 10000
+#define PROBE_MAX_HEADERS 6
+#define ADMIN_MAX_BODY (64u << 10)    /* no admin endpoint takes a body */
+#define DEFAULT_TOKEN_ENV "MERIDIAN_ADMIN_TOKEN"
+
+/* One per deployment state; lives while the deployment is in the current snapshot. */
+struct probe {
+	struct ctl *ctl;
+	struct route_dep *state;      /* the router's; lives until route_shutdown() */
+	struct conf *conf;            /* the snapshot the probe in flight started with */
+	bool active;                  /* a probe is in flight */
+	bool seen;                    /* in the current snapshot, this round */
+	bool collect;                 /* reading the body for model discovery */
+	bool too_big;
+	int status;                   /* of the probe in flight, 0 until its headers */
+	int health;                   /* last outcome: 0 none yet, 1 ok, -1 failed */
+	struct upstream_req req;
+	struct buf url;
+	struct buf hdr_text;          /* "Name: value\0" lines the nodes point into */
+	struct curl_slist hdr_nodes[PROBE_MAX_HEADERS];
+	struct buf body;
+};
+
+struct ctl {
+	struct worker_group group;    /* one worker: the control thread */
+	_Atomic(struct conf *) pending; /* a snapshot handed over by ctl_set_conf() */
+	atomic_bool draining;
+	atomic_bool stopping;
+
+	/* Only the control thread touches these once it runs. */
+	struct conf *conf;
+	struct upstream_pool *pool;
+	struct http_listener *admin;
+	uv_timer_t timer;
+	bool timer_open;
+	uint64_t last_round_ms;       /* route_now_ms() of the last round's start */
+	uint64_t interval_ms;         /* the interval the timer was armed with */
+	struct probe **probes;
+	size_t nprobes, probes_cap;
+	struct buf out;               /* admin response bodies */
+
+	bool token_required;
+	unsigned char token_sha256[32];
+	int start_rc;
+	char err[256];
+};
+
+/* --- probes ------------------------------------------------------------------------------ */
+
+static uint64_t probe_timeout_ms(const struct conf *conf)
+{
+	uint64_t t = conf->routing.probe_interval_ms;
+	if (t < PROBE_TIMEOUT_MIN_MS)
+		t = PROBE_TIMEOUT_MIN_MS;
+	if (t > PROBE_TIMEOUT_MAX_MS)
+		t = PROBE_TIMEOUT_MAX_MS;
+	return t;
+}
+
+static void hdr_add(struct probe *p, const char *name, const char *prefix, const char *value)
+{
+	buf_puts(&p->hdr_text, name);
+	buf_append(&p->hdr_text, ": ", 2);
+	buf_puts(&p->hdr_text, prefix);
+	buf_puts(&p->hdr_text, value);
+	buf_append(&p->hdr_text, "", 1);
+}
+
+/* The probe's own headers: the provider key in inject mode, never anything of a user's. */
+static void build_headers(struct probe *p, const struct conf_provider *pr)
+{
+	size_t n = 0;
+	char *s;
+
+	OPENSSL_cleanse(p->hdr_text.data, p->hdr_text.cap);
+	buf_reset(&p->hdr_text);
+	if (pr->auth_mode == CONF_AUTH_INJECT && pr->key) {
+		hdr_add(p, "Authorization", "Bearer ", pr->key);
+		if (!(pr->api & CONF_API_OPENAI)) {
+			hdr_add(p, "x-api-key", "", pr->key);
+			hdr_add(p, "anthropic-version", "", "2023-06-01");
+		}
+	}
+	hdr_add(p, "user-agent", "", "meridian-probe");
+	hdr_add(p, "accept", "", "application/json");
+	/* link the nodes now that the text no longer moves */
+	s = p->hdr_text.data;
+	for (size_t off = 0; off < p->hdr_text.len && n < PROBE_MAX_HEADERS; n++) {
+		p->hdr_nodes[n].data = s + off;
+		p->hdr_nodes[n].next = NULL;
+		if (n)
+			p->hdr_nodes[n - 1].next = &p->hdr_nodes[n];
+		off += strlen(s + off) + 1;
+	}
+	p->req.headers = n ? p->hdr_nodes : NULL;
+}
+
+static int on_probe_headers(struct upstream_req *r, int status, const struct buf *headers)
+{
+	struct probe *p = r->data;
+	(void)headers;
+	p->status = status;
+	if (status != 200)
+		p->collect = false;
+	return 0;
+}
+
+static int on_probe_data(struct upstream_req *r, const char *data, size_t n)
+{
+	struct probe *p = r->data;
+	if (!p->collect)
+		return UPSTREAM_DATA_OK; /* read and dropped, so the connection can be reused */
+	if (n > PROBE_BODY_CAP - p->body.len) {
+		p->too_big = true;
+		return UPSTREAM_DATA_ABORT;
+	}
+	buf_append(&p->body, data, n);
+	return UPSTREAM_DATA_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void models_free(struct route_models *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n; i++)
+		free(m->ids[i]);
+	free(m->ids);
+	free(m);
+}
+
+/* data[].id of an OpenAI- or Anthropic-shaped model list: sorted, unique, non-strings skipped.
+ * NULL if the body is not such a list. */
+static struct route_models *models_parse(const char *body, size_t len, char *why, size_t whylen)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr), *data, *item;
+	struct route_models *m = NULL;
+	size_t i, n = 0;
+
+	if (!root) {
+		snprintf(why, whylen, "invalid JSON: %s", jerr.text);
+		return NULL;
+	}
+	data = json_is_object(root) ? json_object_get(root, "data") : NULL;
+	if (!json_is_array(data)) {
+		snprintf(why, whylen, "no \"data\" array");
+		goto out;
+	}
+	m = xcalloc(1, sizeof(*m));
+	m->ids = xcalloc(json_array_size(data) + 1, sizeof(*m->ids));
+	json_array_foreach(data, i, item) {
+		json_t *id = json_is_object(item) ? json_object_get(item, "id") : NULL;
+		if (json_is_string(id))
+			m->ids[n++] = xstrndup(json_string_value(id), json_string_length(id));
+	}
+	qsort(m->ids, n, sizeof(*m->ids), cmp_str);
+	m->n = 0;
+	for (i = 0; i < n; i++) {
+		if (m->n && !strcmp(m->ids[m->n - 1], m->ids[i]))
+			free(m->ids[i]);
+		else
+			m->ids[m->n++] = m->ids[i];
+	}
+	m->fetched_ms = route_now_ms();
+out:
+	json_decref(root);
+	return m;
+}
+
+static bool models_equal(const struct route_models *a, const struct route_models *b)
+{
+	if (!a || !b || a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->ids[i], b->ids[i]))
+			return false;
+	return true;
+}
+
+static void discover(struct probe *p)
+{
+	char why[200];
+	struct route_models *m = models_parse(p->body.data ? p->body.data : "", p->body.len, why,
+					      sizeof(why));
+	if (!m) {
+		log_warn("probe of deployment %s in %s (%s): cannot read its model list: %s",
+			 p->state->provider, p->state->region, p->state->url, why);
+		return;
+	}
+	/* this thread is the only publisher, so the current set cannot be retired under us */
+	if (models_equal(atomic_load(&p->state->models), m)) {
+		models_free(m);
+		return;
+	}
+	log_info("deployment %s in %s (%s): %zu model(s) discovered", p->state->provider,
+		 p->state->region, p->state->url, m->n);
+	route_dep_set_models(p->state, m);
+}
+
+static void probe_end(struct probe *p)
+{
+	p->active = false;
+	upstream_req_release(&p->req);
+	if (p->body.cap > PROBE_BODY_KEEP)
+		buf_release(&p->body);
+	buf_reset(&p->body);
+	conf_unref(p->conf);
+	p->conf = NULL;
+}
+
+static void report(struct probe *p, bool ok, int result, uint64_t rtt_us)
+{
+	const struct route_dep *s = p->state;
+
+	route_report_probe(p->state, p->conf, ok, result, rtt_us);
+	if (!ok && p->health >= 0) {
+		if (result > 0)
+			log_warn("probe of deployment %s in %s (%s) failed: HTTP %d", s->provider,
+				 s->region, s->url, result);
+		else
+			log_warn("probe of deployment %s in %s (%s) failed: %s", s->provider,
+				 s->region, s->url, upstream_strerror(result));
+	} else if (ok && p->health < 0) {
+		log_info("probe of deployment %s in %s (%s) succeeded again (HTTP %d)", s->provider,
+			 s->region, s->url, result);
+	}
+	p->health = ok ? 1 : -1;
+}
+
+static void on_probe_done(struct upstream_req *r, int result)
+{
+	struct probe *p = r->data;
+
+	if (p->status > 0) {
+		/* the upstream answered: alive unless it says it is broken */
+		bool ok = p->status != 500 && p->status != 502 && p->status != 504;
+		uint64_t rtt_us = r->t_headers_ns > r->t_start_ns
+					  ? (r->t_headers_ns - r->t_start_ns) / 1000 : 0;
+		report(p, ok, p->status, rtt_us);
+		if (p->too_big)
+			log_warn("probe of deployment %s in %s (%s): model list over %u bytes, ignored",
+				 p->state->provider, p->state->region, p->state->url, PROBE_BODY_CAP);
+		else if (ok && p->collect && result == UPSTREAM_OK)
+			discover(p);
+	} else {
+		report(p, false, result < 0 ? result : UPSTREAM_EPROTO, 0);
+	}
+	probe_end(p);
+}
+
+static void probe_start(struct ctl *c, struct probe *p, const struct conf_deployment *d)
+{
+	const struct conf_provider *pr = d->provider;
+	struct upstream_req *u = &p->req;
+	uint64_t t = probe_timeout_ms(c->conf);
+
+	p->conf = conf_ref(c->conf);
+	p->status = 0;
+	p->too_big = false;
+	p->collect = d->models_discover;
+	buf_reset(&p->url);
+	buf_puts(&p->url, d->url);
+	buf_puts(&p->url, "/v1/models");
+	build_headers(p, pr);
+	u->method = "GET";
+	u->url = p->url.data;
+	u->body = NULL;
+	u->body_len = 0;
+	u->connect_timeout_ms = c->conf->routing.connect_timeout_ms;
+	u->first_byte_timeout_ms = t;
+	u->idle_timeout_ms = t;
+	u->total_timeout_ms = t;
+	u->ca_file = pr->ca_file;
+	u->http_version = pr->http_version == CONF_HTTP_1_1 ? UPSTREAM_HTTP_1_1
+			  : pr->http_version == CONF_HTTP_2 ? UPSTREAM_HTTP_2
+							    : UPSTREAM_HTTP_AUTO;
+	u->on_headers = on_probe_headers;
+	u->on_data = on_probe_data;
+	u->on_done = on_probe_done;
+	u->data = p;
+	p->active = true;
+	if (upstream_start(c->pool, u) != 0) {
+		/* e.g. a URL the clients refuse: as unreachable as a refused connection */
+		report(p, false, UPSTREAM_ECONNECT, 0);
+		probe_end(p);
+	}
+}
+
+static struct probe *probe_get(struct ctl *c, struct route_dep *s)
+{
+	for (size_t i = 0; i < c->nprobes; i++)
+		if (c->probes[i]->state == s)
+			return c->probes[i];
+	if (c->nprobes == c->probes_cap) {
+		c->probes_cap = c->probes_cap ? c->probes_cap * 2 : 8;
+		c->probes = xrealloc(c->probes, c->probes_cap * sizeof(*c->probes));
+	}
+	struct probe *p = xcalloc(1, sizeof(*p));
+	p->ctl = c;
+	p->state = s;
+	c->probes[c->nprobes++] = p;
+	return p;
+}
+
+/* Frees an idle probe (or cancels the one in flight: the pool is being freed). */
+static void probe_free(struct probe *p)
+{
+	if (p->active) {
+		if (p->ctl->pool)
+			upstream_cancel(&p->req);
+		probe_end(p);
+	}
+	OPENSSL_cleanse(p->hdr_text.data, p->hdr_text.cap);
+	buf_release(&p->hdr_text);
+	buf_release(&p->url);
+	buf_release(&p->body);
+	free(p);
+}
+
+static void round_cb(uv_timer_t *t);
+
+static void schedule(struct ctl *c)
+{
+	uint64_t now = route_now_ms(), due;
+
+	c->interval_ms = c->conf->routing.probe_interval_ms ? c->conf->routing.probe_interval_ms
+							    : 5000;
+	due = c->last_round_ms + c->interval_ms;
+	uv_timer_start(&c->timer, round_cb, due > now ? due - now : 0, 0);
+}
+
+/* One round: a probe to every deployment of the current snapshot that has none in flight. */
+static void round_cb(uv_timer_t *t)
+{
+	struct ctl *c = container_of(t, struct ctl, timer);
+	size_t i, n;
+
+	c->last_round_ms = route_now_ms();
+	for (i = 0; i < c->nprobes; i++)
+		c->probes[i]->seen = false;
+	for (i = 0; i < c->conf->nproviders; i++) {
+		const struct conf_provider *pr = &c->conf->providers[i];
+		for (size_t j = 0; j < pr->ndeployments; j++) {
+			const struct conf_deployment *d = &pr->deployments[j];
+			if (!d->state)
+				continue;
+			struct probe *p = probe_get(c, d->state);
+			if (p->seen)
+				continue; /* the same deployment listed twice */
+			p->seen = true;
+			if (!p->active)
+				probe_start(c, p, d);
+		}
+	}
+	/* deployments a reload removed: their probes go once idle */
+	for (i = n = 0; i < c->nprobes; i++) {
+		struct probe *p = c->probes[i];
+		if (!p->seen && !p->active)
+			probe_free(p);
+		else
+			c->probes[n++] = p;
+	}
+	c->nprobes = n;
+	schedule(c);
+}
+
+/* --- the admin listener ------------------------------------------------------------------ */
+
+static const char *render_error(const struct http_req *req, int status, const char *code,
+				const char *message, struct buf *out, void *ctx)
+{
+	(void)req, (void)status, (void)ctx;
+	buf_puts(out, "{\"error\":{\"message\":\"");
+	buf_append_json_str(out, message ? message : "", message ? strlen(message) : 0);
+	buf_puts(out, "\",\"type\":\"invalid_request_error\",\"code\":");
+	if (code) {
+		buf_append(out, "\"", 1);
+		buf_append_json_str(out, code, strlen(code));
+		buf_append(out, "\"", 1);
+	} else {
+		buf_puts(out, "null");
+	}
+	buf_puts(out, "}}");
+	return "application/json";
+}
+
+static void send_json(struct http_req *req, int status, const struct buf *body,
+		      const struct http_header *extra, size_t nextra)
+{
+	struct http_header h[4] = {
+		{IOV_LIT("content-type"), IOV_LIT("application/json")},
+		{IOV_LIT("cache-control"), IOV_LIT("no-store")},
+	};
+	size_t n = 2;
+	for (size_t i = 0; i < nextra && n < ARRAY_SIZE(h); i++)
+		h[n++] = extra[i];
+	http_resp_send(req, status, h, n, body->data, body->len);
+}
+
+static void send_error(struct ctl *c, struct http_req *req, int status, const char *code,
+		       const char *message, const struct http_header *extra, size_t nextra)
+{
+	buf_reset(&c->out);
+	render_error(req, status, code, message, &c->out, NULL);
+	send_json(req, status, &c->out, extra, nextra);
+}
+
+static void sha256(const void *p, size_t n, unsigned char out[32])
+{
+	unsigned len = 0;
+	if (!EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) || len != 32)
+		abort(); /* SHA-256 is always there; without it nothing here can be trusted */
+}
+
+/* Authorization: Bearer <token>, compared through fixed-size digests so that neither the
+ * content nor the length of the admin token shows in the time taken. */
+static bool authorized(const struct ctl *c, const struct http_req *req)
+{
+	const struct iov *v = http_req_header(req, "authorization");
+	struct iov tok = {"", 0};
+	unsigned char d[32];
+
+	if (!c->token_required)
+		return true;
+	if (v && v->len > 7 && !strncasecmp(v->base, "bearer ", 7)) {
+		tok = (struct iov){v->base + 7, v->len - 7};
+		while (tok.len && (*tok.base == ' ' || *tok.base == '\t'))
+			tok.base++, tok.len--;
+	}
+	sha256(tok.base, tok.len, d);
+	return CRYPTO_memcmp(d, c->token_sha256, sizeof(d)) == 0 && tok.len > 0;
+}
+
+static void answer_readyz(struct ctl *c, struct http_req *req)
+{
+	const struct conf *conf = c->conf;
+	bool ready = true;
+
+	buf_reset(&c->out);
+	if (atomic_load(&c->draining)) {
+		buf_puts(&c->out, "{\"status\":\"draining\"}");
+		send_json(req, 503, &c->out, NULL, 0);
+		return;
+	}
+	buf_puts(&c->out, "{\"status\":\"not_ready\",\"providers_down\":[");
+	for (size_t i = 0; i < conf->nproviders; i++) {
+		const struct conf_provider *pr = &conf->providers[i];
+		bool up = false;
+		for (size_t j = 0; j < pr->ndeployments && !up; j++) {
+			const struct route_dep *s = pr->deployments[j].state;
+			up = s && !atomic_load(&s->circuit_open);
+		}
+		if (up)
+			continue;
+		buf_append(&c->out, ready ? "\"" : ",\"", ready ? 1 : 2);
+		buf_append_json_str(&c->out, pr->name, strlen(pr->name));
+		buf_append(&c->out, "\"", 1);
+		ready = false;
+	}
+	buf_puts(&c->out, "]}");
+	if (ready) {
+		buf_reset(&c->out);
+		buf_puts(&c->out, "{\"status\":\"ready\"}");
+	}
+	send_json(req, ready ? 200 : 503, &c->out, NULL, 0);
+}
+
+static void admin_handle(struct http_req *req, void *ctx)
+{
+	struct ctl *c = ctx;
+	static const struct http_header allow = {IOV_LIT("allow"), IOV_LIT("GET, HEAD")};
+	static const struct http_header challenge = {IOV_LIT("www-authenticate"),
+						     IOV_LIT("Bearer realm=\"meridian-admin\"")};
+	bool get = iov_eq(req->method_name, "GET") || iov_eq(req->method_name, "HEAD");
+	enum { P_NONE, P_HEALTHZ, P_READYZ, P_REGIONS } path = P_NONE;
+
+	if (iov_eq(req->path, "/healthz"))
+		path = P_HEALTHZ;
+	else if (iov_eq(req->path, "/readyz"))
+		path = P_READYZ;
+	else if (iov_eq(req->path, "/admin/api/regions"))
+		path = P_REGIONS;
+
+	/* liveness only: nothing in it that a token would protect */
+	if (path == P_HEALTHZ && get) {
+		buf_reset(&c->out);
+		buf_puts(&c->out, "{\"status\":\"ok\"}");
+		send_json(req, 200, &c->out, NULL, 0);
+		return;
+	}
+	/* before anything else, so that an unauthenticated client learns no paths */
+	if (path != P_HEALTHZ && !authorized(c, req)) {
+		send_error(c, req, 401, "invalid_admin_token",
+			   "this admin endpoint needs 'Authorization: Bearer <admin token>'", &challenge,
+			   1);
+		return;
+	}
+	if (path == P_NONE) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "no admin endpoint at '%.*s'",
+			 (int)(req->path.len > 120 ? 120 : req->path.len), req->path.base);
+		send_error(c, req, 404, "not_found", msg, NULL, 0);
+		return;
+	}
+	if (!get) {
+		send_error(c, req, 405, "method_not_allowed", "only GET is allowed here", &allow, 1);
+		return;
+	}
+	if (path == P_READYZ) {
+		answer_readyz(c, req);
+		return;
+	}
+	buf_reset(&c->out);
+	route_describe_json(c->conf, &c->out);
+	send_json(req, 200, &c->out, NULL, 0);
+}
+
+static bool address_is_loopback(const char *addr)
+{
+	struct sockaddr_storage ss;
+
+	if (conf_parse_address(addr, &ss) < 0)
+		return false;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+		if (IN6_IS_ADDR_LOOPBACK(a))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+	}
+	return false;
+}
+
+/* --- the thread -------------------------------------------------------------------------- */
+
+static void ctl_close(struct ctl *c)
+{
+	if (c->admin) {
+		http_listener_close(c->admin);
+		c->admin = NULL;
+	}
+	if (c->timer_open) {
+		uv_close((uv_handle_t *)&c->timer, NULL);
+		c->timer_open = false;
+	}
+	/* the pool cancels what is in flight without callbacks; probe_free() ends them */
+	upstream_pool_free(c->pool);
+	c->pool = NULL;
+	for (size_t i = 0; i < c->nprobes; i++)
+		probe_free(c->probes[i]);
+	xfree(c->probes);
+	c->nprobes = c->probes_cap = 0;
+	conf_unref(c->conf);
+	c->conf = NULL;
+	conf_unref(atomic_exchange(&c->pending, NULL));
+	buf_release(&c->out);
+}
+
+static void on_start(struct worker *w)
+{
+	struct ctl *c = w->data;
+	struct http_limits limits;
+	int rc;
+
+	c->pool = upstream_pool_new(&w->loop);
+	uv_timer_init(&w->loop, &c->timer);
+	c->timer_open = true;
+	if (c->conf->admin_address) {
+		http_limits_default(&limits);
+		limits.max_body = ADMIN_MAX_BODY;
+		rc = http_listen(&w->loop, c->conf->admin_address, &limits, admin_handle,
+				 render_error, c, &c->admin);
+		if (rc < 0) {
+			snprintf(c->err, sizeof(c->err), "cannot listen on '%s' (admin): %s",
+				 c->conf->admin_address, uv_strerror(rc));
+			c->admin = NULL;
+			ctl_close(c);
+			w->start_error = rc;
+			return;
+		}
+	}
+	/* the first round at once, so routing has measurements within one round trip */
+	c->last_round_ms = route_now_ms();
+	uv_timer_start(&c->timer, round_cb, 0, 0);
+}
+
+static void on_wake(struct worker *w)
+{
+	struct ctl *c = w->data;
+	struct conf *next;
+
+	if (!c->pool)
+		return; /* closed already */
+	if (atomic_load(&c->stopping)) {
+		ctl_close(c);
+		worker_stop_self(w);
+		return;
+	}
+	next = atomic_exchange(&c->pending, NULL);
+	if (!next)
+		return;
+	conf_unref(c->conf);
+	c->conf = next;
+	if (next->routing.probe_interval_ms != c->interval_ms)
+		schedule(c);
+}
+
+int ctl_start(struct conf *conf, char *err, size_t errlen, struct ctl **out)
+{
+	const char *env_name = conf->admin_token_env ? conf->admin_token_env : DEFAULT_TOKEN_ENV;
+	const char *token = getenv(env_name);
+	struct ctl *c;
+	int rc;
+
+	*out = NULL;
+	c = xcalloc(1, sizeof(*c));
+	if (conf->admin_address) {
+		if (token && *token) {
+			c->token_required = true;
+			sha256(token, strlen(token), c->token_sha256);
+		} else if (address_is_loopback(conf->admin_address)) {
+			log_warn("admin listener on '%s' serves without a token: $%s is not set "
+				 "(allowed on a loopback address only)", conf->admin_address, env_name);
+		} else {
+			snprintf(err, errlen,
+				 "admin listener on '%s' needs a token: set $%s (admin.token_env) to a "
+				 "secret, or listen on a loopback address",
+				 conf->admin_address, env_name);
+			free(c);
+			return -EINVAL;
+		}
+	}
+	c->conf = conf_ref(conf);
+	rc = workers_start(&c->group, 1, on_start, on_wake, c);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s", c->err[0] ? c->err : uv_strerror(rc));
+		workers_join(&c->group);
+		OPENSSL_cleanse(c->token_sha256, sizeof(c->token_sha256));
+		free(c);
+		return rc;
+	}
+	if (conf->admin_address)
+		log_info("admin listener on %s%s", conf->admin_address,
+			 c->token_required ? " (token required)" : "");
+	*out = c;
+	return 0;
+}
+
+void ctl_set_conf(struct ctl *c, struct conf *conf)
+{
+	conf_unref(atomic_exchange(&c->pending, conf_ref(conf)));
+	workers_wake(&c->group);
+}
+
+void ctl_drain(struct ctl *c)
+{
+	if (c)
+		atomic_store(&c->draining, true);
+}
+
+void ctl_stop(struct ctl *c)
+{
+	if (!c)
+		return;
+	atomic_store(&c->stopping, true);
+	workers_wake(&c->group);
+	workers_join(&c->group);
+	/* a snapshot handed over after the thread closed */
+	conf_unref(atomic_exchange(&c->pending, NULL));
+	OPENSSL_cleanse(c->token_sha256, sizeof(c->token_sha256));
+	free(c);
+}
