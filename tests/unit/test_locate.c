@@ -427,22 +427,27 @@ static void test_forwarded_for(void **state)
 	locator_free(l);
 }
 
-/* Writes a GeoIP2-City-shaped database with the integration tests' script; false (and the
- * test is skipped) when perl or MaxMind::DB::Writer is missing. */
-static bool make_geoip(char *dir, char *path, size_t n, const char *records)
+/* Runs the integration tests' make-geoip.pl; its exit status. */
+static int geoip_write(const char *path, const char *opts, const char *records)
 {
-	char cmd[1024], script[512];
+	char cmd[1024];
 	const char *slash = strrchr(__FILE__, '/');
 
-	/* beside this file, so the test runs from any directory */
-	snprintf(script, sizeof(script), "%.*s../integration/lib/make-geoip.pl",
-		 slash ? (int)(slash + 1 - __FILE__) : 0, __FILE__);
+	/* the script is found beside this file, so the test runs from any directory */
+	snprintf(cmd, sizeof(cmd), "perl %.*s../integration/lib/make-geoip.pl %s %s %s",
+		 slash ? (int)(slash + 1 - __FILE__) : 0, __FILE__, opts, path, records);
+	return system(cmd);
+}
+
+/* Writes a GeoIP2-City-shaped database into a new temporary directory; false (and the test
+ * is skipped) when perl or MaxMind::DB::Writer is missing. */
+static bool make_geoip(char *dir, char *path, size_t n, const char *records)
+{
 	if (system("perl -MMaxMind::DB::Writer::Tree -e 1 >/dev/null 2>&1") != 0)
 		return false;
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, n, "%s/city.mmdb", dir);
-	snprintf(cmd, sizeof(cmd), "perl %s %s %s", script, path, records);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(geoip_write(path, "", records), 0);
 	return true;
 }
 
@@ -490,6 +495,21 @@ static void test_geoip(void **state)
 	assert_non_null(l);
 	assert_found(l, "127.0.1.5", NULL, NULL, LOCATE_NETWORK, 7, 7);
 	assert_found(l, "127.0.1.77", NULL, NULL, LOCATE_GEOIP, 1.5, 2.5);
+	locator_free(l);
+	unlink(path);
+
+	/* An IPv4-only database refuses IPv6 questions: a v4-mapped peer is asked as IPv4, and a
+	 * real IPv6 peer simply is not found there. */
+	assert_int_equal(geoip_write(path, "--ipv4-only", "127.0.1.0/24=53.3,-6.3"), 0);
+	cl.networks = NULL;
+	cl.nnetworks = 0;
+	l = locator_new(&cl, err, sizeof(err));
+	if (!l)
+		fail_msg("%s", err);
+	assert_found(l, "127.0.1.5", NULL, NULL, LOCATE_GEOIP, 53.3, -6.3);
+	assert_found(l, "::ffff:127.0.1.5", NULL, NULL, LOCATE_GEOIP, 53.3, -6.3);
+	assert_found(l, "127.0.0.1", NULL, "::ffff:127.0.1.5", LOCATE_GEOIP, 53.3, -6.3);
+	assert_found(l, "2001:db8::1", NULL, NULL, LOCATE_DEFAULT, 39, -77.5);
 	locator_free(l);
 
 	unlink(path);

@@ -1,19 +1,26 @@
 #!/usr/bin/perl
 # make-geoip.pl - writes a small GeoIP2-City-shaped MaxMind DB for tests
 #
-# perl make-geoip.pl OUT.mmdb CIDR=LAT,LON [CIDR=LAT,LON ...]
+# perl make-geoip.pl [--ipv4-only] OUT.mmdb CIDR=LAT,LON [CIDR=LAT,LON ...]
 #
 # Each CIDR (IPv4 or IPv6) gets {location => {latitude, longitude}, city => {names => {en}}}.
 # The tree is IPv6 with IPv4 stored under ::/96 (as libmaxminddb looks it up) and aliased from
 # ::ffff:0:0/96, like MaxMind's own City databases. Reserved networks are kept, since the tests
-# run on loopback. Needs Debian's libmaxmind-db-writer-perl.
+# run on loopback. --ipv4-only writes an IPv4 tree instead (IPv4 CIDRs only), the shape that
+# a reader must not be asked an IPv6 question. Needs Debian's libmaxmind-db-writer-perl.
 use strict;
 use warnings;
 
 use MaxMind::DB::Writer::Tree;
 
+my $ip_version = 6;
+if (@ARGV && $ARGV[0] eq '--ipv4-only') {
+	shift @ARGV;
+	$ip_version = 4;
+}
 my $out = shift @ARGV;
-die "usage: $0 OUT.mmdb CIDR=LAT,LON [CIDR=LAT,LON ...]\n" unless defined $out && @ARGV;
+die "usage: $0 [--ipv4-only] OUT.mmdb CIDR=LAT,LON [CIDR=LAT,LON ...]\n"
+    unless defined $out && @ARGV;
 
 my $num = qr/[-+]?(?:\d+(?:\.\d*)?|\.\d+)/;
 my @records;
@@ -24,6 +31,7 @@ for my $arg (@ARGV) {
 	    if abs($lat) > 90 || abs($lon) > 180;
 	# a bare address is one host
 	$cidr .= $cidr =~ /:/ ? '/128' : '/32' unless $cidr =~ m{/};
+	die "$0: --ipv4-only takes IPv4 networks, got '$cidr'\n" if $ip_version == 4 && $cidr =~ /:/;
 	push @records, [$cidr, $lat + 0, $lon + 0];
 }
 
@@ -37,13 +45,13 @@ my %types = (
 );
 
 my $tree = MaxMind::DB::Writer::Tree->new(
-	ip_version               => 6,
+	ip_version               => $ip_version,
 	record_size              => 28,
 	database_type            => 'GeoIP2-City',
 	languages                => ['en'],
 	description              => {en => 'Meridian test GeoIP2 City database'},
 	map_key_type_callback    => sub { $types{$_[0]} },
-	alias_ipv6_to_ipv4       => 1,
+	alias_ipv6_to_ipv4       => $ip_version == 6 ? 1 : 0,
 	remove_reserved_networks => 0,
 );
 
