@@ -75,6 +75,8 @@ describe('proximity: header, CIDR table, default; models per scope; Host pinning
 			yaml: (port) => routingYaml({
 				port, pinned: { 'eu-west-1': euPort }, admin: adminPort,
 				deployments: deploymentsFor(mocks),
+				// distance dominates here (measured latency has its own test in routing_failover)
+				routing: { ms_per_1000km: 100 },
 				clientLocation: {
 					header: LOC_HEADER, trusted_proxies: ['127.0.0.1/32'], networks: NETWORKS,
 					default: PLACE[DEFAULT_PLACE],
@@ -299,13 +301,14 @@ describe('proximity: header, CIDR table, default; models per scope; Host pinning
 		assert.equal(r.code, 0, r.stderr);
 		const out = r.stdout;
 		assert.match(out, /rout/i, 'a routing table section');
-		const lines = out.split('\n');
+		// the table, not the deployments listing of the description (whose rows carry URLs)
+		const lines = out.split('\n').filter((l) => !l.includes('http://'));
 		// every explicitly listed model appears on a line with every region that lists it
 		for (const [region, models] of Object.entries(MODELS)) {
 			if (region === 'eu-west-1') continue; // "*": discovered at run time
 			for (const model of models)
 				assert.ok(lines.some((l) => l.includes(model) && l.includes(region)),
-					`a line naming ${model} and ${region}:\n${out}`);
+					`a routing-table line naming ${model} and ${region}:\n${out}`);
 		}
 		assert.ok(lines.some((l) => /grok-code-fast-1/.test(l) && l.includes('us-west-1') && !l.includes('us-east-1')),
 			`grok-code-fast-1 is served only in us-west-1 (and eu-west-1's "*"):\n${out}`);
@@ -338,6 +341,7 @@ describe('proximity: a GeoIP2 City database', () => {
 		gw = await startGateway({
 			yaml: (port) => routingYaml({
 				port, deployments: deploymentsFor(mocks),
+				routing: { ms_per_1000km: 100 },
 				clientLocation: {
 					header: LOC_HEADER, trusted_proxies: ['127.0.0.1/32'], geoip_db: db,
 					default: PLACE.ireland,

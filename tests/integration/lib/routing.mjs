@@ -260,3 +260,28 @@ export async function stopAll(...handles) {
 	}
 	if (errs.length) throw errs[0];
 }
+
+/* A request as raw bytes for raw() / openStream(): method, path, host (the Host header),
+ * headers (object), body (object or string). */
+export function rawRequest({ method = 'POST', path = '/v1/chat/completions', host = '127.0.0.1', headers = {}, body }) {
+	const b = body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
+	const lines = [`${method} ${path} HTTP/1.1`, `Host: ${host}`];
+	if (b) lines.push('Content-Type: application/json', `Content-Length: ${Buffer.byteLength(b)}`);
+	for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+	return Buffer.from(lines.join('\r\n') + '\r\n\r\n' + b, 'utf8');
+}
+
+/* A streaming chat body. */
+export const streamBody = (model = 'grok-4') =>
+	({ model, stream: true, messages: [{ role: 'user', content: 'stream me' }] });
+
+/* Asserts events arrived spread over time, not in one burst: at least minEvents content events,
+ * the span between the first and last at least minSpanMs, and at least half of them in distinct
+ * reads. */
+export function assertSpread(events, { minEvents, minSpanMs }, what) {
+	assert.ok(events.length >= minEvents, `${what}: ${events.length} content events, expected >= ${minEvents}`);
+	const span = events[events.length - 1].t - events[0].t;
+	assert.ok(span >= minSpanMs, `${what}: events spread over ${span} ms, expected >= ${minSpanMs} (times ${events.map((e) => e.t)})`);
+	const distinct = new Set(events.map((e) => e.t)).size;
+	assert.ok(distinct >= events.length / 2, `${what}: ${distinct} distinct arrival times for ${events.length} events`);
+}
