@@ -460,6 +460,7 @@ enum route_status route_plan(const struct route_query *q, struct route_plan *p)
 
 	p->n = 0;
 	p->tried = 0;
+	p->excluded = 0;
 	p->status = ROUTE_OK;
 	p->retry_after_ms = 0;
 	p->affinity_key = q->affinity_key;
@@ -519,10 +520,18 @@ enum route_status route_plan(const struct route_query *q, struct route_plan *p)
 static const struct conf_deployment *take(struct route_plan *p, unsigned i, uint64_t now)
 {
 	const struct conf_deployment *d = p->order[i];
-	if (circuit_open(d->state) || overloaded(d->state, now) || !claim(d))
+	if ((p->excluded & (1u << i)) || circuit_open(d->state) || overloaded(d->state, now) ||
+	    !claim(d))
 		return NULL;
 	p->tried |= 1u << i;
 	return d;
+}
+
+void route_exclude(struct route_plan *p, const struct conf_deployment *d)
+{
+	for (unsigned i = 0; i < p->n; i++)
+		if (p->order[i] == d)
+			p->excluded |= 1u << i;
 }
 
 const struct conf_deployment *route_next(struct route_plan *p)

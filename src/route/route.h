@@ -90,6 +90,7 @@ struct route_plan {
 	uint32_t est_us[CONF_MAX_DEPLOYMENTS]; /* estimated latency when planned */
 	unsigned n;
 	uint32_t tried;               /* bit i: order[i] had an attempt */
+	uint32_t excluded;            /* bit i: order[i] is not to be tried again */
 	enum route_status status;     /* why route_next() last returned NULL */
 	uint64_t retry_after_ms;      /* when saturated: until the first one frees, 0 if unknown */
 	uint64_t affinity_key;
@@ -103,6 +104,8 @@ enum route_status route_plan(const struct route_query *q, struct route_plan *p);
  * a request now; once all were tried, the best tried one that still can. NULL when none can
  * (p->status says why). */
 const struct conf_deployment *route_next(struct route_plan *p);
+/* Keeps d out of this plan's later attempts (a silent deployment is not asked twice). */
+void route_exclude(struct route_plan *p, const struct conf_deployment *d);
 /* Gives back the slot route_next() claimed. */
 void route_release(const struct conf_deployment *d);
 

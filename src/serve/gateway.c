@@ -851,6 +851,9 @@ static void on_up_done(struct upstream_req *r, int result)
 			/* the slot goes back first: the same deployment may be the only one left */
 			route_release(g->dep);
 			g->holds_slot = false;
+			/* a deployment that kept silent is not asked again: the next one is */
+			if (result == UPSTREAM_ETIMEOUT_FIRST_BYTE)
+				route_exclude(&g->plan, g->dep);
 			const struct conf_deployment *next = route_next(&g->plan);
 			if (next) {
 				log_info("request %s: attempt %u on '%s' failed (%s), trying '%s'",

@@ -116,8 +116,30 @@ describe('errors from the upstream', () => {
 			assert.equal(e.headers.get('x-mock-region'), 'local');
 			return true;
 		});
+		// the only deployment said it is overloaded for 7 s: until then the gateway answers
+		// itself, with the time left, and the upstream is left alone
+		const n0 = (await s.mock.stats()).requests;
+		await assert.rejects(openai(s).chat.completions.create(chat), (e) => {
+			assert.ok(e instanceof OpenAI.APIError, String(e));
+			assert.equal(e.status, 503);
+			assert.equal(e.error?.code, 'capacity_exhausted', JSON.stringify(e.error));
+			const ra = Number(e.headers.get('retry-after'));
+			assert.ok(ra >= 6 && ra <= 7, `retry-after ${ra}`);
+			return true;
+		});
 		const a = new Anthropic({ baseURL: s.base, apiKey: 'client-key', maxRetries: 0 });
-		await assert.rejects(a.messages.create(msg, { headers: { 'x-mock-status': '429', 'x-mock-retry-after': '3' } }), (e) => {
+		await assert.rejects(a.messages.create(msg), (e) => {
+			assert.ok(e instanceof Anthropic.APIError, String(e));
+			assert.equal(e.status, 529);
+			assert.equal(e.error?.error?.type, 'overloaded_error', JSON.stringify(e.error));
+			return true;
+		});
+		assert.equal((await s.mock.stats()).requests, n0);
+
+		const s2 = await startStack();
+		t.after(() => s2.stop());
+		const a2 = new Anthropic({ baseURL: s2.base, apiKey: 'client-key', maxRetries: 0 });
+		await assert.rejects(a2.messages.create(msg, { headers: { 'x-mock-status': '429', 'x-mock-retry-after': '3' } }), (e) => {
 			assert.ok(e instanceof Anthropic.RateLimitError, String(e));
 			assert.equal(e.headers.get('retry-after'), '3');
 			return true;
@@ -136,23 +158,30 @@ describe('errors from the upstream', () => {
 		assert.ok(st.requests >= 1 && st.last_request.path === '/v1/chat/completions');
 	});
 
-	test('upstream down: 502 in the SDK shape', async (t) => {
+	test('upstream down: 502, then 503 once its circuit is open, in the SDK shape', async (t) => {
 		const s = await startStack();
 		t.after(() => s.stop());
 		await s.mock.kill();
-		for (const stream of [false, true]) {
-			await assert.rejects(openai(s).chat.completions.create({ ...chat, stream }), (e) => {
-				assert.ok(e instanceof OpenAI.APIError, String(e));
-				assert.equal(e.status, 502, String(e));
-				assert.equal(typeof e.error?.message, 'string', JSON.stringify(e.error));
-				assert.ok(e.headers.get('x-request-id'));
-				return true;
-			});
-		}
+		// three connect failures (max_attempts 3) open the deployment's circuit
+		await assert.rejects(openai(s).chat.completions.create(chat), (e) => {
+			assert.ok(e instanceof OpenAI.APIError, String(e));
+			assert.equal(e.status, 502, String(e));
+			assert.equal(e.error?.code, 'upstream_connect_failed', JSON.stringify(e.error));
+			assert.equal(e.headers.get('x-meridian-attempts'), '3');
+			assert.ok(e.headers.get('x-request-id'));
+			return true;
+		});
+		await assert.rejects(openai(s).chat.completions.create({ ...chat, stream: true }), (e) => {
+			assert.ok(e instanceof OpenAI.APIError, String(e));
+			assert.equal(e.status, 503, String(e));
+			assert.equal(e.error?.code, 'upstream_unavailable', JSON.stringify(e.error));
+			assert.equal(typeof e.error?.message, 'string', JSON.stringify(e.error));
+			return true;
+		});
 		const a = new Anthropic({ baseURL: s.base, apiKey: 'client-key', maxRetries: 0 });
 		await assert.rejects(a.messages.create(msg), (e) => {
 			assert.ok(e instanceof Anthropic.APIError, String(e));
-			assert.equal(e.status, 502);
+			assert.equal(e.status, 529);
 			assert.equal(e.error?.type, 'error', JSON.stringify(e.error));
 			return true;
 		});

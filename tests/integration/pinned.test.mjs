@@ -60,7 +60,9 @@ describe('a listener pinned to a region', () => {
 		await us.reset();
 		await eu.kill();
 		const r = await postJson(`http://127.0.0.1:${pinnedPort}/v1/chat/completions`, chat('grok-4'));
-		assert.equal(r.status, 502);
+		assert.equal(r.status, 503);
+		assert.equal(r.json.error.code, 'region_unavailable', r.text);
+		assert.equal(r.headers.get('x-meridian-region'), 'eu-west-1');
 		assert.equal((await us.stats()).requests, 0);
 		eu = null;
 	});

@@ -99,7 +99,8 @@ describe('connect failures', () => {
 		t.after(() => bh.stop());
 		const gw = await startGateway({
 			deployments: [{ region: 'local', port: bh.port }],
-			timeouts: { connect: '400ms' }, routing: { max_attempts: 3 },
+			// the circuit (opened by probes too) must not cut the attempts short here
+			timeouts: { connect: '400ms' }, routing: { max_attempts: 3, circuit_failures: 10 },
 		});
 		t.after(() => gw.stop());
 		const t0 = Date.now();
@@ -113,7 +114,7 @@ describe('connect failures', () => {
 
 	test('connection refused: retried, then 502 in the SDK shape', async (t) => {
 		const port = await freePort();
-		const gw = await startGateway({ deployments: [{ region: 'local', port }], routing: { max_attempts: 2 } });
+		const gw = await startGateway({ deployments: [{ region: 'local', port }], routing: { max_attempts: 2, circuit_failures: 10 } });
 		t.after(() => gw.stop());
 		const r = await postJson(`${gw.url}/chat/completions`, chat);
 		assert.equal(r.status, 502);
