@@ -18,7 +18,7 @@ function sh(cmd) {
 }
 
 test('the demo starts, and what it prints works as printed', async (t) => {
-	for (const p of [8080, 8081, 18001, 18002, 18003])
+	for (const p of [8080, 8081, 9090, 18001, 18002, 18003])
 		assert.equal(await canConnect(p, 200), false, `port ${p} is taken; the demo needs it`);
 	const demo = spawn('bash', [path.join(ROOT, 'scripts/demo')], {
 		cwd: ROOT, env: { ...process.env, MERIDIAN_BIN: BIN }, detached: true,
@@ -34,7 +34,7 @@ test('the demo starts, and what it prints works as printed', async (t) => {
 			process.kill(-demo.pid, 'SIGKILL');
 		} catch {}
 	});
-	for (const p of [18001, 18002, 18003, 8080, 8081])
+	for (const p of [18001, 18002, 18003, 8080, 8081, 9090])
 		await waitFor(() => canConnect(p, 300), { what: `demo port ${p}`, timeoutMs: 10000 * SLOW });
 
 	// every curl line, with its continuation lines, as printed
@@ -46,15 +46,32 @@ test('the demo starts, and what it prints works as printed', async (t) => {
 		while (cmd.trimEnd().endsWith('\\')) cmd += '\n' + lines[++i];
 		curls.push(cmd);
 	}
-	assert.equal(curls.length, 2, `expected two curl examples in:\n${out}`);
+	assert.equal(curls.length, 6, `expected six curl examples in:\n${out}`);
 	const plain = await sh(curls[0]);
 	assert.equal(plain.code, 0, plain.stderr);
 	const body = JSON.parse(plain.stdout);
-	assert.match(body.choices[0].message.content, /^\[(us-east-1|us-west-1|eu-west-1)\]/);
+	// without a location header the client is taken to be in Virginia (the default)
+	assert.match(body.choices[0].message.content, /^\[us-east-1\]/);
 	const streamed = await sh(curls[1]);
 	assert.equal(streamed.code, 0, streamed.stderr);
 	assert.match(streamed.stdout, /^data: \{/m);
 	assert.match(streamed.stdout, /^data: \[DONE\]$/m);
+	const dublin = await sh(curls[2]);
+	assert.equal(dublin.code, 0, dublin.stderr);
+	assert.match(JSON.parse(dublin.stdout).choices[0].message.content, /^\[eu-west-1\]/);
+	const west = await sh(curls[3]);
+	assert.equal(west.code, 0, west.stderr);
+	assert.match(JSON.parse(west.stdout).choices[0].message.content, /^\[us-west-1\]/);
+	// the pinned listener lists eu-west-1's models, discovered from its mock ("*")
+	const models = await waitFor(async () => {
+		const r = await sh(curls[4]);
+		const ids = JSON.parse(r.stdout).data.map((m) => m.id);
+		return ids.includes('grok-code-fast-1') && ids;
+	}, { what: 'eu-west-1 models discovered', timeoutMs: 5000 * SLOW });
+	assert.deepEqual(models, ['grok-3-mini', 'grok-4', 'grok-code-fast-1']);
+	const table = JSON.parse((await sh(curls[5])).stdout);
+	assert.deepEqual(table.deployments.map((d) => d.region), ['us-east-1', 'us-west-1', 'eu-west-1']);
+	assert.ok(table.deployments.every((d) => d.circuit === 'closed'), JSON.stringify(table));
 
 	// the SDK snippet, as printed (indented block after "With the OpenAI SDK")
 	const start = lines.findIndex((l) => l.startsWith('With the OpenAI SDK'));
