@@ -5,6 +5,7 @@
 
 #include "conf/conf.h"
 #include "core/alloc.h"
+#include "route/locate.h"
 
 #define LABEL 18 /* "  key" column width of the key-value sections */
 
@@ -279,6 +280,10 @@ static void describe_routing(const struct conf *c, struct buf *out)
 	buf_appendf(out, "%s\n", a);
 	label(out, 2, "ms_per_1000km");
 	buf_appendf(out, "%g\n", r->ms_per_1000km);
+	fmt_duration(a, sizeof(a), r->overload_cooldown_ms);
+	label(out, 2, "circuit");
+	buf_appendf(out, "opens after %u consecutive failures; overload cooldown %s\n",
+		    r->circuit_failures, a);
 
 	buf_puts(out, "\nserver\n");
 	label(out, 2, "workers");
@@ -341,6 +346,127 @@ static void describe_backends(const struct conf *c, struct buf *out)
 			    c->prices[i].input_per_mtok, c->prices[i].output_per_mtok);
 }
 
+static struct geo region_geo(const struct conf_region *r)
+{
+	return (struct geo){r->lat, r->lon};
+}
+
+/* Whether model m was already listed by a deployment before index i. */
+static bool model_seen(const struct conf_provider *p, size_t i, const char *m)
+{
+	for (size_t k = 0; k < i; k++)
+		for (size_t j = 0; j < p->deployments[k].nmodels; j++)
+			if (strcmp(p->deployments[k].models[j], m) == 0)
+				return true;
+	return false;
+}
+
+/* "    MODEL  region  url  note" for each deployment that serves model m (NULL: the "*" row) */
+static void table_model(const struct conf_provider *p, const char *m, int w, int wr,
+			struct buf *out)
+{
+	bool first = true;
+
+	for (size_t i = 0; i < p->ndeployments; i++) {
+		const struct conf_deployment *d = &p->deployments[i];
+		bool serves = d->models_discover;
+		for (size_t j = 0; m && !serves && j < d->nmodels; j++)
+			serves = strcmp(d->models[j], m) == 0;
+		if (!serves)
+			continue;
+		buf_appendf(out, "    %-*s  %-*s  %s", w, first ? (m ? m : "*") : "", wr, d->region,
+			    d->url);
+		if (d->models_discover)
+			buf_puts(out, m ? "  if discovered at run time" : "  discovered at run time");
+		buf_puts(out, "\n");
+		first = false;
+	}
+}
+
+/* "    CLIENT  r1 0 ms, r2 39 ms, ..." : the provider's regions by distance penalty from at */
+static void table_order(const struct conf *c, const struct conf_region **regs, size_t n,
+			struct geo at, const char *who, int w, struct buf *out)
+{
+	const struct conf_region *order[CONF_MAX_DEPLOYMENTS];
+	double ms[CONF_MAX_DEPLOYMENTS];
+	const double per_km = c->routing.ms_per_1000km / 1000.0;
+
+	/* insertion sort: stable, so equal estimates keep the order of the config, and n is at
+	 * most CONF_MAX_DEPLOYMENTS */
+	for (size_t i = 0; i < n; i++) {
+		double v = geo_distance_km(at, region_geo(regs[i])) * per_km;
+		size_t j = i;
+		for (; j > 0 && ms[j - 1] > v; j--) {
+			ms[j] = ms[j - 1];
+			order[j] = order[j - 1];
+		}
+		ms[j] = v;
+		order[j] = regs[i];
+	}
+	buf_appendf(out, "    %-*s  ", w, who);
+	for (size_t i = 0; i < n; i++)
+		buf_appendf(out, "%s%s %.0f ms", i ? ", " : "", order[i]->name, ms[i]);
+	buf_puts(out, "\n");
+}
+
+/*
+ * The static routing table: per provider and model where it is served, and for a client at each
+ * region (and at the default location) the order in which the provider's regions would be tried
+ * before any latency is measured. The ranking is the same estimate the router uses, distance x
+ * ms_per_1000km, with measured latency zero everywhere.
+ */
+static void describe_routing_table(const struct conf *c, struct buf *out)
+{
+	const struct conf_client_location *cl = &c->client_location;
+
+	buf_appendf(out, "\nrouting table (before measured latency: distance x %g ms per 1000 km)\n",
+		    c->routing.ms_per_1000km);
+	if (!c->nproviders)
+		buf_puts(out, "  none\n");
+	for (size_t pi = 0; pi < c->nproviders; pi++) {
+		const struct conf_provider *p = &c->providers[pi];
+		const struct conf_region *regs[CONF_MAX_DEPLOYMENTS];
+		size_t nregs = 0;
+		bool discover = false;
+		size_t w = strlen("client at"), wr = 0;
+
+		for (size_t i = 0; i < p->ndeployments && i < CONF_MAX_DEPLOYMENTS; i++) {
+			const struct conf_deployment *d = &p->deployments[i];
+			const struct conf_region *r = d->reg ? d->reg : conf_region(c, d->region);
+			size_t k = 0;
+
+			while (k < nregs && regs[k] != r)
+				k++;
+			if (k == nregs && r)
+				regs[nregs++] = r;
+			discover |= d->models_discover;
+			wr = widest(wr, d->region);
+			for (size_t j = 0; j < d->nmodels; j++)
+				w = widest(w, d->models[j]);
+		}
+		for (size_t i = 0; i < c->nregions; i++)
+			w = widest(w, c->regions[i].name);
+
+		buf_appendf(out, "  %s\n", p->name);
+		buf_appendf(out, "    %-*s  served in\n", (int)w, "model");
+		for (size_t i = 0; i < p->ndeployments; i++)
+			for (size_t j = 0; j < p->deployments[i].nmodels; j++)
+				if (!model_seen(p, i, p->deployments[i].models[j]))
+					table_model(p, p->deployments[i].models[j], (int)w, (int)wr,
+						    out);
+		if (discover)
+			table_model(p, NULL, (int)w, (int)wr, out);
+
+		buf_appendf(out, "    %-*s  regions tried in order\n", (int)w, "client at");
+		for (size_t i = 0; i < c->nregions; i++)
+			table_order(c, regs, nregs, region_geo(&c->regions[i]), c->regions[i].name,
+				    (int)w, out);
+		if (cl->has_default)
+			table_order(c, regs, nregs, (struct geo){cl->default_lat, cl->default_lon},
+				    "default", (int)w, out);
+	}
+}
+
 void conf_describe(const struct conf *c, struct buf *out)
 {
 	describe_front(c, out);
@@ -353,4 +479,5 @@ void conf_describe(const struct conf *c, struct buf *out)
 	describe_client_location(&c->client_location, out);
 	describe_routing(c, out);
 	describe_backends(c, out);
+	describe_routing_table(c, out);
 }

@@ -691,6 +691,111 @@ static void test_check_main(void **state)
 	assert_int_equal(conf_check_main(2, extra), 2);
 }
 
+/* The routing table that `meridian check` prints after the config: where each model is served
+ * and, for a client at each region, the order of the regions by distance penalty alone. */
+static void test_describe_routing_table(void **state)
+{
+	char err[512];
+	struct buf out = BUF_INIT;
+
+	setenv("XAI_API_KEY", SECRET, 1);
+	struct conf *c = conf_load("tests/unit/conf/design.yaml", err, sizeof(err));
+	assert_non_null(c);
+	conf_describe(c, &out);
+	static const char *const table =
+		"\nrouting table (before measured latency: distance x 10 ms per 1000 km)\n"
+		"  xai\n"
+		"    model        served in\n"
+		"    grok-4       us-east-1  https://us-east-1.api.x.ai\n"
+		"                 us-west-1  https://us-west-1.api.x.ai\n"
+		"                 eu-west-1  https://eu-west-1.api.x.ai  if discovered at run time\n"
+		"    grok-3-mini  us-east-1  https://us-east-1.api.x.ai\n"
+		"                 eu-west-1  https://eu-west-1.api.x.ai  if discovered at run time\n"
+		"    *            eu-west-1  https://eu-west-1.api.x.ai  discovered at run time\n"
+		"    client at    regions tried in order\n"
+		"    us-east-1    us-east-1 0 ms, us-west-1 39 ms, eu-west-1 55 ms\n"
+		"    us-west-1    us-west-1 0 ms, us-east-1 39 ms, eu-west-1 82 ms\n"
+		"    eu-west-1    eu-west-1 0 ms, us-east-1 55 ms, us-west-1 82 ms\n"
+		"    default      us-east-1 0 ms, us-west-1 39 ms, eu-west-1 55 ms\n";
+	const char *at = strstr(out.data, table);
+	if (!at || at[strlen(table)] != '\0')
+		fail_msg("routing table not at the end:\n%s\n--- got:\n%s", table, out.data);
+	assert_non_null(strstr(out.data, "  circuit         opens after 3 consecutive failures; "
+					 "overload cooldown 5s\n"));
+	buf_release(&out);
+	conf_unref(c);
+
+	/* several providers, two deployments in one region (listed twice, ranked once), no
+	 * default location, and a distance weight of 0: every region ties, config order */
+	c = load("listen: [{address: \"127.0.0.1:8080\"}]\n"
+		 "regions: {ap: {location: [-33.9, 151.2]}, eu: {location: [53.3, -6.3]},"
+		 " us: {location: [39.0, -77.5]}}\n"
+		 "providers:\n"
+		 "  a:\n"
+		 "    default: true\n"
+		 "    auth: {mode: passthrough}\n"
+		 "    deployments:\n"
+		 "      - {region: eu, url: \"http://127.0.0.1:9001\", models: [m1, m2]}\n"
+		 "      - {region: us, url: \"http://127.0.0.1:9002\", models: [m2]}\n"
+		 "      - {region: eu, url: \"http://127.0.0.1:9003\", models: [m1]}\n"
+		 "  b:\n"
+		 "    auth: {mode: passthrough}\n"
+		 "    deployments: [{region: ap, url: \"http://127.0.0.1:9004\", models: [\"*\"]}]\n"
+		 "routing: {ms_per_1000km: 0}\n",
+		 err, sizeof(err));
+	if (!c)
+		fail_msg("%s", err);
+	conf_describe(c, &out);
+	static const char *const table2 =
+		"\nrouting table (before measured latency: distance x 0 ms per 1000 km)\n"
+		"  a\n"
+		"    model      served in\n"
+		"    m1         eu  http://127.0.0.1:9001\n"
+		"               eu  http://127.0.0.1:9003\n"
+		"    m2         eu  http://127.0.0.1:9001\n"
+		"               us  http://127.0.0.1:9002\n"
+		"    client at  regions tried in order\n"
+		"    ap         eu 0 ms, us 0 ms\n"
+		"    eu         eu 0 ms, us 0 ms\n"
+		"    us         eu 0 ms, us 0 ms\n"
+		"  b\n"
+		"    model      served in\n"
+		"    *          ap  http://127.0.0.1:9004  discovered at run time\n"
+		"    client at  regions tried in order\n"
+		"    ap         ap 0 ms\n"
+		"    eu         ap 0 ms\n"
+		"    us         ap 0 ms\n";
+	at = strstr(out.data, table2);
+	if (!at || at[strlen(table2)] != '\0')
+		fail_msg("routing table not at the end:\n%s\n--- got:\n%s", table2, out.data);
+	buf_release(&out);
+	conf_unref(c);
+
+	/* with a weight the nearer region goes first: from Sydney us is 15,700 km away and eu
+	 * 17,200 km; the default location gets its own row */
+	c = load("listen: [{address: \"127.0.0.1:8080\"}]\n"
+		 "regions: {ap: {location: [-33.9, 151.2]}, eu: {location: [53.3, -6.3]},"
+		 " us: {location: [39.0, -77.5]}}\n"
+		 "providers:\n"
+		 "  a:\n"
+		 "    auth: {mode: passthrough}\n"
+		 "    deployments:\n"
+		 "      - {region: eu, url: \"http://127.0.0.1:9001\", models: [m]}\n"
+		 "      - {region: us, url: \"http://127.0.0.1:9002\", models: [m]}\n"
+		 "client_location: {default: [-33.9, 151.2]}\n"
+		 "routing: {ms_per_1000km: 2.5}\n",
+		 err, sizeof(err));
+	if (!c)
+		fail_msg("%s", err);
+	conf_describe(c, &out);
+	assert_non_null(strstr(out.data, "distance x 2.5 ms per 1000 km)\n"));
+	assert_non_null(strstr(out.data, "    ap         us 39 ms, eu 43 ms\n"));
+	assert_non_null(strstr(out.data, "    eu         eu 0 ms, us 14 ms\n"));
+	assert_non_null(strstr(out.data, "    default    us 39 ms, eu 43 ms\n"));
+	buf_release(&out);
+	conf_unref(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -705,6 +810,7 @@ int main(void)
 		cmocka_unit_test(test_address),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_check_main),
+		cmocka_unit_test(test_describe_routing_table),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
