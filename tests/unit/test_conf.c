@@ -679,13 +679,21 @@ static void test_refcount(void **state)
 
 static void test_check_main(void **state)
 {
-	char *ok[] = {"check", "-q", "-c", "tests/unit/conf/design.yaml", NULL};
+	char *ok[] = {"check", "-q", "-c", "tests/unit/conf/full.yaml", NULL};
+	/* DESIGN.md's example names a GeoIP database this machine does not have: check opens it */
+	char *no_geoip[] = {"check", "-q", "-c", "tests/unit/conf/design.yaml", NULL};
 	char *bad_file[] = {"check", "--config", "tests/unit/conf/bad-region.yaml", NULL};
 	char *help[] = {"check", "-h", NULL};
 	char *extra[] = {"check", "x", NULL};
 
 	setenv("XAI_API_KEY", SECRET, 1);
+	FILE *f = fopen("/tmp/meridian-test-conf-key", "w");
+	assert_non_null(f);
+	fputs("file-secret\n", f);
+	fclose(f);
 	assert_int_equal(conf_check_main(4, ok), 0);
+	if (access("/var/lib/GeoIP/GeoLite2-City.mmdb", R_OK) != 0)
+		assert_int_equal(conf_check_main(4, no_geoip), 1);
 	assert_int_equal(conf_check_main(3, bad_file), 1);
 	assert_int_equal(conf_check_main(2, help), 0);
 	assert_int_equal(conf_check_main(2, extra), 2);
