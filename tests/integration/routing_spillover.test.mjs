@@ -35,7 +35,7 @@ describe('spillover between regions', () => {
 				// slow probes: a probe must not race the 429 test for the mock's one slot. 529 is
 				// added to retry_on: an overload signal of the Anthropic surface, not retried by default
 				routing: {
-					probe_interval: '5s', overload_cooldown: '2s',
+					probe_interval: '60s', overload_cooldown: '2s',
 					retry_on: ['connect', 'timeout', 429, 500, 502, 503, 504, 529],
 				},
 			}),
