@@ -296,6 +296,20 @@ static void slot_timer_cb(uv_timer_t *t)
 	arm_timer(r, now);
 }
 
+/* A new connection's connect (and TLS) time, as the native client records it; a reused one
+ * says t_connected_ns == t_start_ns. */
+static void note_connect_time(struct upstream_req *r)
+{
+	long connects = 0;
+	curl_off_t us = 0;
+
+	curl_easy_getinfo(r->slot->easy, CURLINFO_NUM_CONNECTS, &connects);
+	if (connects > 0 &&
+	    (curl_easy_getinfo(r->slot->easy, CURLINFO_APPCONNECT_TIME_T, &us) != CURLE_OK || !us))
+		curl_easy_getinfo(r->slot->easy, CURLINFO_CONNECT_TIME_T, &us);
+	r->t_connected_ns = r->t_start_ns + (connects > 0 && us > 0 ? (uint64_t)us * 1000 : 0);
+}
+
 static size_t header_cb(char *p, size_t size, size_t n, void *ud)
 {
 	struct upstream_req *r = ud;
@@ -316,6 +330,7 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud)
 		r->headers_done = true;
 		r->t_headers_ns = r->last_activity_ns = uv_hrtime();
 		arm_timer(r, r->t_headers_ns);
+		note_connect_time(r);
 		if (r->on_headers && r->on_headers(r, r->status, &r->resp_headers) != 0) {
 			r->fail = UPSTREAM_EABORTED;
 			return 0;
