@@ -3,6 +3,7 @@
 #define MERIDIAN_CORE_ALLOC_H
 
 #include <stddef.h>
+#include <stdlib.h>
 
 void *m__malloc(size_t n, const char *file, int line);
 void *m__calloc(size_t nmemb, size_t n, const char *file, int line);

@@ -1189,6 +1189,39 @@ static int request_timeout(struct gw_req *g)
 	return 0;
 }
 
+/* X-Forwarded-For as one list: a proxy may add its own field line rather than append to the
+ * client's, and the right-most entries, which the locator believes, are in the last line. Lines
+ * are joined in order (bounded); NULL if there is none. */
+static const struct iov *forwarded_for(const struct http_req *h, struct iov *out)
+{
+	static __thread char joined[2048];
+	size_t n = 0, lines = 0;
+	const struct iov *last = NULL;
+
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const struct http_header *f = &h->headers[i];
+		if (!iov_eq_ci(f->name, "x-forwarded-for"))
+			continue;
+		last = &f->value;
+		lines++;
+	}
+	if (lines <= 1)
+		return last;
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const struct http_header *f = &h->headers[i];
+		if (!iov_eq_ci(f->name, "x-forwarded-for"))
+			continue;
+		if (n + f->value.len + 2 > sizeof(joined))
+			return last; /* too long to join: the last line still has the nearest hops */
+		if (n)
+			joined[n++] = ',';
+		memcpy(joined + n, f->value.base, f->value.len);
+		n += f->value.len;
+	}
+	*out = (struct iov){joined, n};
+	return out;
+}
+
 /* Plans the request's candidates and claims the first. Returns 0, or -1 once an error was
  * sent. */
 static int plan(struct gw_req *g)
@@ -1207,8 +1240,9 @@ static int plan(struct gw_req *g)
 		const struct iov *loc = c->client_location.header
 						? http_req_header(h, c->client_location.header)
 						: NULL;
+		struct iov xff;
 		if (route_locate(c, (const struct sockaddr *)&h->peer, loc,
-				 http_req_header(h, "x-forwarded-for"), &client) != LOCATE_NONE)
+				 forwarded_for(h, &xff), &client) != LOCATE_NONE)
 			q.client = &client;
 	}
 	const struct iov *conv = http_req_header(h, "x-grok-conv-id");
