@@ -39,6 +39,7 @@ struct probe {
 	bool too_big;
 	int status;                   /* of the probe in flight, 0 until its headers */
 	int health;                   /* last outcome: 0 none yet, 1 ok, -1 failed */
+	bool list_bad;                /* the last model list could not be used (logged once) */
 	struct upstream_req req;
 	struct buf url;
 	struct buf hdr_text;          /* "Name: value\0" lines the nodes point into */
@@ -213,10 +214,13 @@ static void discover(struct probe *p)
 	struct route_models *m = models_parse(p->body.data ? p->body.data : "", p->body.len, why,
 					      sizeof(why));
 	if (!m) {
-		log_warn("probe of deployment %s in %s (%s): cannot read its model list: %s",
-			 p->state->provider, p->state->region, p->state->url, why);
+		if (!p->list_bad)
+			log_warn("probe of deployment %s in %s (%s): cannot read its model list: %s",
+				 p->state->provider, p->state->region, p->state->url, why);
+		p->list_bad = true;
 		return;
 	}
+	p->list_bad = false;
 	/* this thread is the only publisher, so the current set cannot be retired under us */
 	if (models_equal(atomic_load(&p->state->models), m)) {
 		models_free(m);
@@ -267,10 +271,13 @@ static void on_probe_done(struct upstream_req *r, int result)
 		uint64_t rtt_us = r->t_headers_ns > r->t_start_ns
 					  ? (r->t_headers_ns - r->t_start_ns) / 1000 : 0;
 		report(p, ok, p->status, rtt_us);
-		if (p->too_big)
-			log_warn("probe of deployment %s in %s (%s): model list over %u bytes, ignored",
-				 p->state->provider, p->state->region, p->state->url, PROBE_BODY_CAP);
-		else if (ok && p->collect && result == UPSTREAM_OK)
+		if (p->too_big) {
+			if (!p->list_bad)
+				log_warn("probe of deployment %s in %s (%s): model list over %u bytes, "
+					 "ignored", p->state->provider, p->state->region,
+					 p->state->url, PROBE_BODY_CAP);
+			p->list_bad = true;
+		} else if (ok && p->collect && result == UPSTREAM_OK)
 			discover(p);
 	} else {
 		report(p, false, result < 0 ? result : UPSTREAM_EPROTO, 0);
