@@ -45,6 +45,7 @@ describe('residency: pinned regions and account regions are never left', () => {
 					globex: { keys: [GLOBEX_KEY] },
 				},
 				clientLocation: { header: LOC_HEADER, trusted_proxies: ['127.0.0.1/32'] },
+				timeouts: { first_byte: '1s' },
 			}),
 		});
 		await waitFor(async () => {
@@ -222,23 +223,62 @@ describe('residency: pinned regions and account regions are never left', () => {
 		assert.equal(g.headers['x-meridian-region'], 'us-east-1');
 	});
 
-	test('a 503 overload from both eu deployments: retried inside the region only, then 503', async () => {
+	for (const status of [503, 429])
+		test(`a ${status} overload from both eu deployments: retried inside the region only, then ${status}`, async () => {
+			await resetAll(mocks);
+			const r = await chat(PINS.listener(), 'grok-4', { 'x-mock-status': String(status), 'x-mock-retry-after': '1' });
+			assert.equal(r.status, status, r.text);
+			assert.equal(r.headers['x-meridian-region'], 'eu-west-1');
+			assert.equal(r.headers['x-meridian-attempts'], '2', 'both eu deployments, nothing else');
+			const seen = await userPaths(mocks);
+			assert.equal(seen['eu-a'][CHAT], 1, JSON.stringify(seen));
+			assert.equal(seen['eu-b'][CHAT], 1, JSON.stringify(seen));
+			await assertUntouched(US(), `pinned ${status} retries`);
+			// both overloaded for 1 s: the region cannot take a request
+			assertOpenAiError(await chat(PINS.host()), 503, 'region_unavailable');
+			assertAnthropicError(await messages(PINS.listener()), 529, 'overloaded_error');
+			assertAccountRefused(await request({ port: gw.port, body: chatBody(), headers: auth(ACME_KEY) }), 'capacity_exhausted');
+			await assertUntouched(US(), 'eu-west-1 overloaded');
+			await waitFor(async () => (await chat(PINS.listener())).status === 200,
+				{ timeoutMs: 4000 * SLOW, intervalMs: 200, what: 'eu-west-1 taking requests again' });
+			await assertUntouched(US(), 'eu-west-1 recovering');
+		});
+
+	test('a pinned stream cut mid-way: an error event, no retry anywhere', async () => {
 		await resetAll(mocks);
-		const r = await chat(PINS.listener(), 'grok-4', { 'x-mock-status': '503', 'x-mock-retry-after': '1' });
-		assert.equal(r.status, 503, r.text);
-		assert.equal(r.headers['x-meridian-region'], 'eu-west-1');
-		assert.equal(r.headers['x-meridian-attempts'], '2', 'both eu deployments, nothing else');
+		const st = openStream(euPort, rawRequest({
+			body: streamBody(), headers: { ...auth(), 'x-mock-tokens': 10, 'x-mock-drop-after': 3 },
+		}), { timeoutMs: 10000 * SLOW });
+		const head = await st.head;
+		const done = await st.done;
+		assert.equal(head.status, 200);
+		assert.equal(head.headers['x-meridian-region'], 'eu-west-1');
+		assert.ok(!done.decoded.includes('[DONE]'), 'no [DONE] after a cut');
+		const last = st.events[st.events.length - 1];
+		assert.ok(last && /error/.test(last.data), `the stream ends with an error event: ${done.decoded.slice(-300)}`);
 		const seen = await userPaths(mocks);
-		assert.equal(seen['eu-a'][CHAT], 1, JSON.stringify(seen));
-		assert.equal(seen['eu-b'][CHAT], 1, JSON.stringify(seen));
-		await assertUntouched(US(), 'pinned 503 retries');
-		// both overloaded for 1 s: the region cannot take a request
-		assertOpenAiError(await chat(PINS.host()), 503, 'region_unavailable');
-		assertAccountRefused(await request({ port: gw.port, body: chatBody(), headers: auth(ACME_KEY) }), 'capacity_exhausted');
-		await assertUntouched(US(), 'eu-west-1 overloaded');
+		assert.equal((seen['eu-a'][CHAT] ?? 0) + (seen['eu-b'][CHAT] ?? 0), 1, `one attempt: ${JSON.stringify(seen)}`);
+		await assertUntouched(US(), 'pinned stream cut');
+	});
+
+	test('a pinned request whose upstreams hang: first-byte timeouts in the region, then an error', async () => {
+		await resetAll(mocks);
+		const t0 = Date.now();
+		const r = await chat(PINS.host(), 'grok-4', { 'x-mock-header-delay-ms': '4000' });
+		const took = Date.now() - t0;
+		assert.ok([503, 504].includes(r.status), `${r.status} ${r.text.slice(0, 300)}`);
+		assert.ok(r.json?.error, r.text);
+		assert.equal(r.headers['x-meridian-region'], 'eu-west-1');
+		assert.ok(took < 3900, `answered after ${took} ms, before the upstreams would have`);
+		const seen = await userPaths(mocks);
+		assert.ok((seen['eu-a'][CHAT] ?? 0) + (seen['eu-b'][CHAT] ?? 0) >= 1, JSON.stringify(seen));
+		await assertUntouched(US(), 'pinned hang');
 		await waitFor(async () => (await chat(PINS.listener())).status === 200,
 			{ timeoutMs: 4000 * SLOW, intervalMs: 200, what: 'eu-west-1 taking requests again' });
-		await assertUntouched(US(), 'eu-west-1 recovering');
+		await waitFor(async () => {
+			for (const m of Object.values(EU())) if ((await adminDep(adminPort, m)).circuit !== 'closed') return false;
+			return true;
+		}, { timeoutMs: 3000 * SLOW, intervalMs: 50, what: 'eu circuits closed' });
 	});
 
 	test('a 500 from the first eu deployment: retried at the second one, in the region, attempts 2', async () => {
