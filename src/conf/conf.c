@@ -300,7 +300,7 @@ static const struct dir top_dirs[] = {                  /* struct conf */
 
 static void set_defaults(struct conf *c)
 {
-	static const int statuses[] = {429, 500, 502, 503, 504};
+	static const int statuses[] = {429, 500, 502, 503, 504, 529};
 	struct conf_routing *r = &c->routing;
 	struct conf_server *s = &c->server;
 
