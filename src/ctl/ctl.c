@@ -215,8 +215,8 @@ static void discover(struct probe *p)
 					      sizeof(why));
 	if (!m) {
 		if (!p->list_bad)
-			log_warn("probe of deployment %s in %s (%s): cannot read its model list: %s",
-				 p->state->provider, p->state->region, p->state->url, why);
+			log_warn("probe of deployment %s in %s (%s): cannot read its model list: "
+				 "%s", p->state->provider, p->state->region, p->state->url, why);
 		p->list_bad = true;
 		return;
 	}
@@ -273,8 +273,8 @@ static void on_probe_done(struct upstream_req *r, int result)
 		report(p, ok, p->status, rtt_us);
 		if (p->too_big) {
 			if (!p->list_bad)
-				log_warn("probe of deployment %s in %s (%s): model list over %u bytes, "
-					 "ignored", p->state->provider, p->state->region,
+				log_warn("probe of deployment %s in %s (%s): model list over %u "
+					 "bytes, ignored", p->state->provider, p->state->region,
 					 p->state->url, PROBE_BODY_CAP);
 			p->list_bad = true;
 		} else if (ok && p->collect && result == UPSTREAM_OK)
@@ -528,8 +528,8 @@ static void admin_handle(struct http_req *req, void *ctx)
 	/* before anything else, so that an unauthenticated client learns no paths */
 	if (path != P_HEALTHZ && !authorized(c, req)) {
 		send_error(c, req, 401, "invalid_admin_token",
-			   "this admin endpoint needs 'Authorization: Bearer <admin token>'", &challenge,
-			   1);
+			   "this admin endpoint needs 'Authorization: Bearer <admin token>'",
+			   &challenge, 1);
 		return;
 	}
 	if (path == P_NONE) {
@@ -540,7 +540,8 @@ static void admin_handle(struct http_req *req, void *ctx)
 		return;
 	}
 	if (!get) {
-		send_error(c, req, 405, "method_not_allowed", "only GET is allowed here", &allow, 1);
+		send_error(c, req, 405, "method_not_allowed", "only GET is allowed here", &allow,
+			   1);
 		return;
 	}
 	if (path == P_READYZ) {
@@ -659,12 +660,13 @@ int ctl_start(struct conf *conf, char *err, size_t errlen, struct ctl **out)
 			c->token_required = true;
 			sha256(token, strlen(token), c->token_sha256);
 		} else if (address_is_loopback(conf->admin_address)) {
-			log_warn("admin listener on '%s' serves without a token: $%s is not set "
-				 "(allowed on a loopback address only)", conf->admin_address, env_name);
+			log_warn("admin listener on '%s' serves without a token: $%s is not "
+				 "set (allowed on a loopback address only)", conf->admin_address,
+				 env_name);
 		} else {
 			snprintf(err, errlen,
-				 "admin listener on '%s' needs a token: set $%s (admin.token_env) to a "
-				 "secret, or listen on a loopback address",
+				 "admin listener on '%s' needs a token: set $%s (admin.token_env) "
+				 "to a secret, or listen on a loopback address",
 				 conf->admin_address, env_name);
 			free(c);
 			return -EINVAL;

@@ -1,4 +1,4 @@
-/* serve.c - `meridian serve`: workers, the control thread, signals, config reload and graceful shutdown */
+/* serve.c - `meridian serve`: workers, control thread, signals, reload and graceful shutdown */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
