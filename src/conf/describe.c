@@ -362,25 +362,49 @@ static bool model_seen(const struct conf_provider *p, size_t i, const char *m)
 }
 
 /* "    MODEL  region  url  note" for each deployment that serves model m (NULL: the "*" row) */
-static void table_model(const struct conf_provider *p, const char *m, int w, int wr,
-			struct buf *out)
+static bool serves(const struct conf_deployment *d, const char *m)
+{
+	if (d->models_discover)
+		return true;
+	for (size_t j = 0; m && j < d->nmodels; j++)
+		if (!strcmp(d->models[j], m))
+			return true;
+	return false;
+}
+
+/* "    MODEL  r1, r2 x2, r3 (if discovered)": one line per model, each region once (with its
+ * number of deployments when there are several), in config order. m NULL: the "*" line. */
+static void table_model(const struct conf_provider *p, const char *m, int w, struct buf *out)
 {
 	bool first = true;
 
+	buf_appendf(out, "    %-*s  ", w, m ? m : "*");
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		const struct conf_deployment *d = &p->deployments[i];
-		bool serves = d->models_discover;
-		for (size_t j = 0; m && !serves && j < d->nmodels; j++)
-			serves = strcmp(d->models[j], m) == 0;
-		if (!serves)
+		unsigned n = 0;
+		bool discovered = false, earlier = false;
+		if (!serves(d, m) || (!m && !d->models_discover))
 			continue;
-		buf_appendf(out, "    %-*s  %-*s  %s", w, first ? (m ? m : "*") : "", wr, d->region,
-			    d->url);
-		if (d->models_discover)
-			buf_puts(out, m ? "  if discovered at run time" : "  discovered at run time");
-		buf_puts(out, "\n");
+		for (size_t k = 0; k < i && !earlier; k++)
+			earlier = !strcmp(p->deployments[k].region, d->region) &&
+				  serves(&p->deployments[k], m) && (m || p->deployments[k].models_discover);
+		if (earlier)
+			continue;
+		for (size_t k = i; k < p->ndeployments; k++) {
+			const struct conf_deployment *e = &p->deployments[k];
+			if (strcmp(e->region, d->region) || !serves(e, m) || (!m && !e->models_discover))
+				continue;
+			n++;
+			discovered |= e->models_discover && m;
+		}
+		buf_appendf(out, "%s%s", first ? "" : ", ", d->region);
+		if (n > 1)
+			buf_appendf(out, " x%u", n);
+		if (discovered)
+			buf_puts(out, " (if discovered)");
 		first = false;
 	}
+	buf_puts(out, m ? "\n" : "  (discovered at run time)\n");
 }
 
 /* "    CLIENT  r1 0 ms, r2 39 ms, ..." : the provider's regions by distance penalty from at */
@@ -428,7 +452,7 @@ static void describe_routing_table(const struct conf *c, struct buf *out)
 		const struct conf_region *regs[CONF_MAX_DEPLOYMENTS];
 		size_t nregs = 0;
 		bool discover = false;
-		size_t w = strlen("client at"), wr = 0;
+		size_t w = strlen("client at");
 
 		for (size_t i = 0; i < p->ndeployments && i < CONF_MAX_DEPLOYMENTS; i++) {
 			const struct conf_deployment *d = &p->deployments[i];
@@ -440,7 +464,6 @@ static void describe_routing_table(const struct conf *c, struct buf *out)
 			if (k == nregs && r)
 				regs[nregs++] = r;
 			discover |= d->models_discover;
-			wr = widest(wr, d->region);
 			for (size_t j = 0; j < d->nmodels; j++)
 				w = widest(w, d->models[j]);
 		}
@@ -452,10 +475,9 @@ static void describe_routing_table(const struct conf *c, struct buf *out)
 		for (size_t i = 0; i < p->ndeployments; i++)
 			for (size_t j = 0; j < p->deployments[i].nmodels; j++)
 				if (!model_seen(p, i, p->deployments[i].models[j]))
-					table_model(p, p->deployments[i].models[j], (int)w, (int)wr,
-						    out);
+					table_model(p, p->deployments[i].models[j], (int)w, out);
 		if (discover)
-			table_model(p, NULL, (int)w, (int)wr, out);
+			table_model(p, NULL, (int)w, out);
 
 		buf_appendf(out, "    %-*s  regions tried in order\n", (int)w, "client at");
 		for (size_t i = 0; i < c->nregions; i++)
