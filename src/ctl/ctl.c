@@ -1,10 +1,13 @@
 /* ctl.c - the control thread: active probes of every deployment, and the admin listener */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -572,6 +575,31 @@ static bool address_is_loopback(const char *addr)
 	return false;
 }
 
+/* UV_EADDRINUSE when something already listens on addr. http_listen() binds with SO_REUSEPORT,
+ * which would otherwise let a second gateway join our admin port and answer half of its
+ * requests. */
+static int address_in_use(const char *addr)
+{
+	struct sockaddr_storage ss;
+	int fd, one = 1, rc;
+
+	if (conf_parse_address(addr, &ss) < 0)
+		return 0; /* http_listen() names the problem */
+	if ((ss.ss_family == AF_INET && ((struct sockaddr_in *)&ss)->sin_port == 0) ||
+	    (ss.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ss)->sin6_port == 0))
+		return 0;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	/* SO_REUSEADDR as libuv sets it: only a listener, not TIME_WAIT, makes the bind fail */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	rc = bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+									: sizeof(struct sockaddr_in));
+	rc = rc && errno == EADDRINUSE ? UV_EADDRINUSE : 0;
+	close(fd);
+	return rc;
+}
+
 /* --- the thread -------------------------------------------------------------------------- */
 
 static void ctl_close(struct ctl *c)
@@ -609,8 +637,10 @@ static void on_start(struct worker *w)
 	if (c->conf->admin_address) {
 		http_limits_default(&limits);
 		limits.max_body = ADMIN_MAX_BODY;
-		rc = http_listen(&w->loop, c->conf->admin_address, &limits, admin_handle,
-				 render_error, c, &c->admin);
+		rc = address_in_use(c->conf->admin_address);
+		if (rc == 0)
+			rc = http_listen(&w->loop, c->conf->admin_address, &limits, admin_handle,
+					 render_error, c, &c->admin);
 		if (rc < 0) {
 			snprintf(c->err, sizeof(c->err), "cannot listen on '%s' (admin): %s",
 				 c->conf->admin_address, uv_strerror(rc));

@@ -474,6 +474,24 @@ routing: {probe_interval: 100ms}
 		}
 	});
 
+	test('an admin port another gateway holds is not shared with it (SO_REUSEPORT): exit 1', async () => {
+		const adminPort = await freePort();
+		const first = await startGateway({
+			yaml: (port) => conf(port, `127.0.0.1:${adminPort}`),
+			env: { MERIDIAN_ADMIN_TOKEN: TOKEN },
+		});
+		try {
+			const p = path.join(dir, 'second.yaml');
+			fs.writeFileSync(p, conf(await freePort(), `127.0.0.1:${adminPort}`));
+			const r = await run(['serve', '-c', p], { env: { MERIDIAN_ADMIN_TOKEN: TOKEN } });
+			assert.equal(r.code, 1, r.stderr);
+			assert.match(r.stderr, new RegExp(`cannot listen on '127\\.0\\.0\\.1:${adminPort}' \\(admin\\): address already in use`));
+			assert.equal((await admin(adminPort, '/readyz', { token: TOKEN })).status, 200, 'the first one still answers');
+		} finally {
+			await first.stop();
+		}
+	});
+
 	test('not loopback and no token: refused at start-up, naming the variable', async () => {
 		const port = await freePort();
 		const p = path.join(dir, 'open.yaml');
