@@ -152,16 +152,6 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void models_free(struct route_models *m)
-{
-	if (!m)
-		return;
-	for (size_t i = 0; i < m->n; i++)
-		free(m->ids[i]);
-	free(m->ids);
-	free(m);
-}
-
 /* data[].id of an OpenAI- or Anthropic-shaped model list: sorted, unique, non-strings skipped.
  * NULL if the body is not such a list. */
 static struct route_models *models_parse(const char *body, size_t len, char *why, size_t whylen)
@@ -226,7 +216,7 @@ static void discover(struct probe *p)
 	p->list_bad = false;
 	/* this thread is the only publisher, so the current set cannot be retired under us */
 	if (models_equal(atomic_load(&p->state->models), m)) {
-		models_free(m);
+		route_models_free(m);
 		return;
 	}
 	log_info("deployment %s in %s (%s): %zu model(s) discovered", p->state->provider,
@@ -575,31 +565,6 @@ static bool address_is_loopback(const char *addr)
 	return false;
 }
 
-/* UV_EADDRINUSE when something already listens on addr. http_listen() binds with SO_REUSEPORT,
- * which would otherwise let a second gateway join our admin port and answer half of its
- * requests. */
-static int address_in_use(const char *addr)
-{
-	struct sockaddr_storage ss;
-	int fd, one = 1, rc;
-
-	if (conf_parse_address(addr, &ss) < 0)
-		return 0; /* http_listen() names the problem */
-	if ((ss.ss_family == AF_INET && ((struct sockaddr_in *)&ss)->sin_port == 0) ||
-	    (ss.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ss)->sin6_port == 0))
-		return 0;
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	/* SO_REUSEADDR as libuv sets it: only a listener, not TIME_WAIT, makes the bind fail */
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	rc = bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-									: sizeof(struct sockaddr_in));
-	rc = rc && errno == EADDRINUSE ? UV_EADDRINUSE : 0;
-	close(fd);
-	return rc;
-}
-
 /* --- the thread -------------------------------------------------------------------------- */
 
 static void ctl_close(struct ctl *c)
@@ -637,7 +602,7 @@ static void on_start(struct worker *w)
 	if (c->conf->admin_address) {
 		http_limits_default(&limits);
 		limits.max_body = ADMIN_MAX_BODY;
-		rc = address_in_use(c->conf->admin_address);
+		rc = http_address_in_use(c->conf->admin_address);
 		if (rc == 0)
 			rc = http_listen(&w->loop, c->conf->admin_address, &limits, admin_handle,
 					 render_error, c, &c->admin);

@@ -1561,6 +1561,28 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *
 	return 0;
 }
 
+int http_address_in_use(const char *addr)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd, one = 1, rc;
+
+	if (parse_addr(addr, &ss, &sslen) < 0)
+		return 0; /* http_listen() names the problem */
+	if ((ss.ss_family == AF_INET && ((struct sockaddr_in *)&ss)->sin_port == 0) ||
+	    (ss.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ss)->sin6_port == 0))
+		return 0;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	/* SO_REUSEADDR as libuv sets it: only a listener, not TIME_WAIT, makes the bind fail */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	rc = bind(fd, (struct sockaddr *)&ss, sslen);
+	rc = rc && errno == EADDRINUSE ? UV_EADDRINUSE : 0;
+	close(fd);
+	return rc;
+}
+
 static void on_listener_close(uv_handle_t *h)
 {
 	struct http_listener *l = container_of(h, struct http_listener, tcp);

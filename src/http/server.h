@@ -104,6 +104,11 @@ struct http_listener;
 int http_listen(uv_loop_t *loop, const char *addr, const struct http_limits *limits,
 		http_handler_fn handler, http_error_fn render_error, void *ctx,
 		struct http_listener **out);
+/* UV_EADDRINUSE when a socket already listens on addr, else 0 (also for port 0 or an address
+ * http_listen would refuse). http_listen binds with SO_REUSEPORT, which would silently join
+ * another process's listener and split the traffic with it: check first. */
+int http_address_in_use(const char *addr);
+
 /* Header fields for an error the server answers itself (e.g. a request id, or a mock's region).
  * Writes at most max fields to out and returns how many; their strings must stay valid until
  * the callback is called again on the same thread. req may be partially filled, as for

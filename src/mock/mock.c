@@ -1232,45 +1232,6 @@ static void host_of(const char *addr, char *out, size_t n)
 	out[len] = '\0';
 }
 
-/* Fails with UV_EADDRINUSE when something already listens on addr. The workers bind with
- * SO_REUSEPORT, which would otherwise join a stale mock's port and split the traffic with it
- * silently. Port 0 and unparsable addresses are left to http_listen. */
-static int probe_addr(const char *addr)
-{
-	char host[256];
-	const char *c = strrchr(addr, ':');
-	struct sockaddr_storage ss;
-	int port, rc;
-
-	if (!c)
-		return 0;
-	port = (int)str_to_i64(c + 1, strlen(c + 1));
-	if (port <= 0 || port > 65535)
-		return 0;
-	host_of(addr, host, sizeof(host));
-	size_t hl = strlen(host);
-	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-		memmove(host, host + 1, hl - 2);
-		host[hl - 2] = '\0';
-		rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-	} else {
-		rc = uv_ip4_addr(hl ? host : "0.0.0.0", port, (struct sockaddr_in *)&ss);
-	}
-	if (rc)
-		return 0;
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return 0;
-	int one = 1;
-	/* SO_REUSEADDR as libuv sets it: only a listener (not TIME_WAIT) makes the bind fail */
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	rc = bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-									: sizeof(struct sockaddr_in));
-	rc = rc && errno == EADDRINUSE ? UV_EADDRINUSE : 0;
-	close(fd);
-	return rc;
-}
-
 static void worker_start(struct worker *w)
 {
 	struct mock *m = w->data;
@@ -1279,7 +1240,7 @@ static void worker_start(struct worker *w)
 
 	mw->w = w;
 	if (w->id == 0) {
-		rc = probe_addr(m->cfg.listen);
+		rc = http_address_in_use(m->cfg.listen);
 		if (!rc)
 			rc = http_listen(&w->loop, m->cfg.listen, &m->limits, on_request, render_error,
 					 mw, &mw->l);

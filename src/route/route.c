@@ -152,7 +152,7 @@ int route_attach(struct conf *c, char *err, size_t errlen)
 	return 0;
 }
 
-static void models_free(struct route_models *m)
+void route_models_free(struct route_models *m)
 {
 	if (!m)
 		return;
@@ -168,7 +168,7 @@ void route_shutdown(void)
 	uv_mutex_lock(&R.mu);
 	for (size_t i = 0; i < R.n; i++) {
 		struct route_dep *s = R.deps[i];
-		models_free(atomic_load(&s->models));
+		route_models_free(atomic_load(&s->models));
 		free(s->provider);
 		free(s->region);
 		free(s->url);
@@ -180,7 +180,7 @@ void route_shutdown(void)
 	while (R.retired) {
 		struct retired_models *r = R.retired;
 		R.retired = r->next;
-		models_free(r->m);
+		route_models_free(r->m);
 		free(r);
 	}
 	uv_mutex_unlock(&R.mu);
@@ -249,7 +249,7 @@ void route_dep_set_models(struct route_dep *s, struct route_models *m)
 	for (pp = &R.retired; (r = *pp);) {
 		if (now - r->at_ms > MODELS_GRACE_MS) {
 			*pp = r->next;
-			models_free(r->m);
+			route_models_free(r->m);
 			free(r);
 		} else {
 			pp = &r->next;
@@ -609,11 +609,16 @@ static void describe_dep(const struct conf_deployment *d, uint64_t now, struct b
 	buf_appendf(out, ",\"probe\":{\"ok\":%llu,\"failed\":%llu",
 		    (unsigned long long)atomic_load(&s->probes_ok),
 		    (unsigned long long)atomic_load(&s->probes_failed));
-	if (probe_at)
-		buf_appendf(out, ",\"last_ago_ms\":%llu,\"last_result\":%d,\"last_rtt_ms\":%.3f}",
-			    (unsigned long long)(now - probe_at), atomic_load(&s->probe_last_result),
-			    (double)atomic_load(&s->probe_last_rtt_us) / 1000.0);
-	else
+	uint64_t rtt = atomic_load(&s->probe_last_rtt_us);
+	if (probe_at) {
+		buf_appendf(out, ",\"last_ago_ms\":%llu,\"last_result\":%d",
+			    (unsigned long long)(now - probe_at), atomic_load(&s->probe_last_result));
+		/* the round trip of the last probe that was answered; none yet: null */
+		if (rtt)
+			buf_appendf(out, ",\"last_rtt_ms\":%.3f}", (double)rtt / 1000.0);
+		else
+			buf_puts(out, ",\"last_rtt_ms\":null}");
+	} else
 		buf_puts(out, ",\"last_ago_ms\":null,\"last_result\":null,\"last_rtt_ms\":null}");
 	describe_models(d, out);
 	buf_append(out, "}", 1);

@@ -65,6 +65,8 @@ enum locate_source route_locate(const struct conf *c, const struct sockaddr *pee
 /* Whether d serves model (NULL: any model). A "*" deployment serves every model until its
  * first discovery, then exactly what it discovered. */
 bool route_dep_serves(const struct conf_deployment *d, const char *model);
+/* Frees a set that was never published. Accepts NULL. */
+void route_models_free(struct route_models *m);
 /* Publishes a new discovered set (takes ownership of m; ids sorted and unique). */
 void route_dep_set_models(struct route_dep *s, struct route_models *m);
 

@@ -226,7 +226,18 @@ int serve_main(int argc, char **argv)
 	uv_signal_start(&S.sig_int, on_stop_signal, SIGINT);
 	uv_signal_start(&S.sig_hup, on_hup, SIGHUP);
 
-	rc = workers_start(&S.workers, nworkers, worker_start, worker_wake, NULL);
+	/* the workers bind with SO_REUSEPORT, which would join another gateway's port silently */
+	rc = 0;
+	for (size_t i = 0; i < S.conf->nlistens; i++) {
+		if (http_address_in_use(S.conf->listens[i].address)) {
+			snprintf(S.start_err, sizeof(S.start_err), "cannot listen on '%s': %s",
+				 S.conf->listens[i].address, uv_strerror(UV_EADDRINUSE));
+			rc = UV_EADDRINUSE;
+			break;
+		}
+	}
+	if (rc == 0)
+		rc = workers_start(&S.workers, nworkers, worker_start, worker_wake, NULL);
 	/* after the workers, so that a gateway port in use is the error reported first */
 	if (rc == 0 && (rc = ctl_start(S.conf, S.start_err, sizeof(S.start_err), &S.ctl)) != 0)
 		S.ctl = NULL;

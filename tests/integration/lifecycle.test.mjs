@@ -124,6 +124,28 @@ describe('SIGHUP reload', () => {
 	});
 });
 
+describe('a port already in use', () => {
+	test('a second gateway on the same port refuses to start instead of sharing it', async (t) => {
+		const mock = await startMock();
+		t.after(() => mock.stop());
+		const gw = await startGateway({ mockPort: mock.port });
+		t.after(() => gw.stop());
+		const dir = tmpDir('meridian-twice-');
+		t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+		const p = path.join(dir, 'meridian.yaml');
+		fs.writeFileSync(p, gatewayYaml({ port: gw.port, mockPort: mock.port }));
+		const r = await run(['serve', '-c', p]);
+		assert.equal(r.code, 1, r.stderr);
+		assert.match(r.stderr, new RegExp(`cannot listen on '127\\.0\\.0\\.1:${gw.port}': address already in use`));
+		// the first one still answers every request
+		for (let i = 0; i < 4; i++) {
+			const res = await fetch(`${gw.url}/models`);
+			assert.equal(res.status, 200);
+			await res.arrayBuffer();
+		}
+	});
+});
+
 describe('meridian check', () => {
 	const dir = tmpDir('meridian-check-');
 	const file = (name, text) => {

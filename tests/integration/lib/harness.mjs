@@ -21,7 +21,7 @@ export const SLOW = /asan/.test(BIN) ? 3 : 1;
 export const RSS_FACTOR = SLOW > 1 ? 4 : 1;
 
 const SANITIZER_RE =
-	/ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer)|runtime error:|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer|==\d+==ERROR/;
+	/ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer)|WARNING: ThreadSanitizer|runtime error:|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer|==\d+==ERROR/;
 const STDERR_CAP = 4 << 20;
 
 const live = new Set();
