@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""routing.py - the routing section of BENCHMARKS.md: what routing costs against one deployment
+
+Called by bench/run only. Reads the routing section's JSON lines (one per wrk run), its curl
+checks and the routed gateway's /admin/api/regions before and after the load; writes the section
+into the report (replacing a previous one, so that BENCH_ONLY=routing can refresh it alone),
+prints the verdict and exits 0 when every target passed and every check held, 1 otherwise.
+Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+
+THROUGHPUT_MIN = 0.95   # routed req/s at least 95% of the baseline's
+LATENCY_MAX = 1.05      # routed p50 and p99 at most 105% of the baseline's
+
+BEGIN = "<!-- routing section: written by bench/run (bench/routing.py) -->"
+END = "<!-- end of routing section -->"
+
+ROWS = [
+    ("base", "one deployment (baseline)"),
+    ("routed", "three regions, routed"),
+    ("affinity", "three regions, half with x-grok-conv-id"),
+]
+REGIONS = ["us-east-1", "us-west-1", "eu-west-1"]
+EXPECTED = "us-east-1"
+
+
+def run(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if not n:
+        return float("nan")
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
+
+
+def rps(r):
+    w = r["wrk"]
+    return w["requests"] / (w["duration_us"] / 1e6) if w["duration_us"] else 0.0
+
+
+def cpu_us(r):
+    n = r["wrk"]["requests"]
+    return r["cpu_ns"] / 1e3 / n if n else float("nan")
+
+
+def errors(r):
+    return sum(r["wrk"]["errors"].values())
+
+
+METRICS = [
+    # name, per-run value, better when higher, target check on the ratio (None: reported only)
+    ("throughput", rps, True, lambda x: x >= THROUGHPUT_MIN, ">= %.2f" % THROUGHPUT_MIN),
+    ("p50", lambda r: r["wrk"]["latency_us"]["p50"], False, lambda x: x <= LATENCY_MAX, "<= %.2f" % LATENCY_MAX),
+    ("p99", lambda r: r["wrk"]["latency_us"]["p99"], False, lambda x: x <= LATENCY_MAX, "<= %.2f" % LATENCY_MAX),
+    ("CPU per request", cpu_us, False, None, "reported"),
+]
+
+
+def deployments(path):
+    return {d["region"]: d for d in json.load(open(path))["deployments"]}
+
+
+def section(args, runs, checks, before, after):
+    """Returns (markdown lines, list of (name, value, ok))."""
+    measured = [r for r in runs if r["round"] >= 0]
+    cells = {}
+    for r in measured:
+        cells.setdefault((r["row"], r["conns"]), {})[r["round"]] = r
+    verdict = []
+    out = [BEGIN, "## Routing: what locating, ranking and failover cost", ""]
+
+    if args.alone:
+        commit = run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"])
+        dirty = run(["git", "-C", args.root, "status", "--porcelain", "--untracked-files=no"])
+        if commit and dirty:
+            commit += " (with uncommitted changes)"
+        out.append("Measured %s by `BENCH_ONLY=routing bench/run%s` (meridian %s, commit %s), on "
+                   "the machine described above; the other sections are from their own run." % (
+                       datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                       " --quick" if args.mode == "quick" else "",
+                       first_line(run([args.meridian, "version"])).replace("meridian ", "", 1), commit or "unknown"))
+        out.append("")
+    loads = [float(r["loadavg"].split()[0]) for r in measured if r.get("loadavg")]
+    pin = ("wrk runs on CPU %s with the origin; both gateways run side by side on CPU %s, the idle "
+           "one costing the loaded one only its probes." % (args.load_cpu, args.server_cpu)
+           if args.server_cpu is not None else "One CPU: nothing is pinned.")
+    out += [
+        "- **Baseline**: the gateway of the non-streaming rows (`bench/meridian.yaml.in`: one "
+        "provider, one deployment, no `client_location`, default routing) in front of the same "
+        "nginx origin.",
+        "- **Routed**: `bench/routing.yaml.in`: regions us-east-1 (39.0, -77.5), us-west-1 "
+        "(37.4, -122.0) and eu-west-1 (53.3, -6.3), one deployment in each on its own listener of "
+        "that origin (us-east-1's is the baseline's), `max_inflight: 4096` on each, "
+        "`client_location` with a header trusted from 127.0.0.0/8, a CIDR table of six networks "
+        "and a default, `probe_interval: 1s`, `max_attempts: 3`, `retry_on` with every failure "
+        "kind, and an admin listener (idle during the load). Every request carries "
+        "`x-client-location: %s` (Washington, DC), so every one is located from the header and "
+        "ranks three candidates; it runs in us-east-1. **Affinity**: the same gateway, every "
+        "second request with `x-grok-conv-id` (1000 conversations per wrk thread), each looked up "
+        "and recorded again." % args.location,
+        "- Load: wrk with `bench/route.lua` on every row (the baseline's requests carry the same "
+        "header, which it passes upstream unread, so the bytes and wrk's own work are equal), 1 "
+        "connection on 1 thread and 32 on 2 threads, %s s per run after a 1 s warm-up, %s rounds "
+        "that interleave the three rows in rotating order. Each cell shows the **median of its %s "
+        "runs**; each ratio is the median over rounds of that round's routed / baseline, runs "
+        "adjacent in time, so that a neighbour's burst on this shared 2-core machine falls on both "
+        "sides of a ratio. Load averages seen: %s." % (
+            args.seconds, args.rounds, args.rounds,
+            "%.2f to %.2f (1-minute)" % (min(loads), max(loads)) if loads else "unknown"),
+        "- " + pin + " CPU/req: the gateway process's CPU time (all threads, from "
+        "`/proc/PID/task/*/schedstat`, in ns) over the run, divided by completed requests.",
+        "- Target (issue 3): routing costs at most 5%%: routed throughput >= %.2fx the baseline's, "
+        "p50 and p99 <= %.2fx, at 1 and at 32 connections, for both routed rows; no failed "
+        "request; every request processed in the region its location picks." % (
+            THROUGHPUT_MIN, LATENCY_MAX),
+        "",
+        "| row | conns | req/s | req/s by round | p50 | p99 | errors | CPU/req | RSS / peak |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for conns in (1, 32):
+        for row, label in ROWS:
+            c = cells.get((row, conns))
+            if not c:
+                continue
+            rs = [c[k] for k in sorted(c)]
+            errs = sum(errors(r) for r in rs)
+            out.append("| %s | %d | %.0f | %s | %.0f us | %.0f us | %s | %.1f us | %.1f / %.1f MiB |" % (
+                label, conns, median([rps(r) for r in rs]), " ".join("%.0f" % rps(r) for r in rs),
+                median([r["wrk"]["latency_us"]["p50"] for r in rs]),
+                median([r["wrk"]["latency_us"]["p99"] for r in rs]),
+                errs if not errs else "**%d**" % errs, median([cpu_us(r) for r in rs]),
+                rs[-1]["rss_kib"] / 1024, max(r["hwm_kib"] for r in rs) / 1024))
+    out += ["", "| measure | conns | routed / baseline | affinity / baseline | by round (routed; affinity) | target |",
+            "|---|--:|--:|--:|---|---|"]
+    for name, fn, _, ok, target in METRICS:
+        for conns in (1, 32):
+            base = cells.get(("base", conns), {})
+            cols, by_round = [], []
+            for row in ("routed", "affinity"):
+                c = cells.get((row, conns), {})
+                ratios = [fn(c[k]) / fn(base[k]) for k in sorted(c) if k in base and fn(base[k])]
+                m = median(ratios) if ratios else None
+                cols.append(m)
+                by_round.append(" ".join("%.3f" % x for x in ratios))
+                if ok is not None:
+                    verdict.append(("%s at %d conn, %s / baseline %s" % (name, conns, row, target),
+                                    "n/a" if m is None else "%.3f" % m, m is not None and ok(m)))
+            out.append("| %s | %d | %s | %s | %s | %s |" % (
+                name, conns, *["n/a" if m is None else "%.3f" % m for m in cols],
+                "; ".join(by_round), target))
+    out.append("")
+
+    # Every request ran where its location sends it: the curl checks before the load, and the
+    # gateway's own per-deployment counts over the whole section.
+    errs = sum(errors(r) for r in runs)
+    verdict.append(("no failed request (non-2xx, socket errors, timeouts) in %d wrk runs" % len(runs),
+                    str(errs), errs == 0))
+    wrk_n = sum(r["wrk"]["requests"] for r in runs if r["row"] != "base")
+    slack = sum(r["conns"] for r in runs if r["row"] != "base")
+    d = {reg: {k: after[reg][k] - before[reg][k] for k in ("requests", "failures")} for reg in REGIONS}
+    for reg in REGIONS:
+        d[reg]["probes_ok"] = after[reg]["probe"]["ok"] - before[reg]["probe"]["ok"]
+        d[reg]["probes_failed"] = after[reg]["probe"]["failed"] - before[reg]["probe"]["failed"]
+    east = d[EXPECTED]["requests"]
+    others = sum(d[reg]["requests"] for reg in REGIONS if reg != EXPECTED)
+    fails = sum(after[reg]["failures"] for reg in REGIONS)
+    pfail = sum(after[reg]["probe"]["failed"] for reg in REGIONS)
+    probed = min(d[reg]["probes_ok"] for reg in REGIONS)
+    closed = all(after[reg]["circuit"] == "closed" for reg in REGIONS)
+    verdict.append(("every routed request processed in %s (the gateway counted %d attempts there, "
+                    "wrk %d completed responses; the difference is at most the %d requests in "
+                    "flight when runs ended)" % (EXPECTED, east, wrk_n, slack),
+                    "%d" % east, wrk_n <= east <= wrk_n + slack))
+    verdict.append(("none processed elsewhere during the load (us-west-1, eu-west-1)", str(others),
+                    others == 0))
+    verdict.append(("no failed attempt, no failed probe, every circuit closed",
+                    "%d failed attempts, %d failed probes" % (fails, pfail), fails == 0 and pfail == 0 and closed))
+    verdict.append(("probes ran during the load (fewest per deployment)", str(probed), probed > 0))
+    bad_checks = [c for c in checks if c["attempts"] != 1]
+    verdict.append(("curl checks before the load: region and x-meridian-attempts as expected",
+                    "%d requests" % len(checks), len(checks) > 0 and not bad_checks))
+
+    by_check = {}
+    for c in checks:
+        key = (c["gateway"], re.sub(r", x-grok-conv-id$", "", c["check"]), c["region"])
+        by_check[key] = by_check.get(key, 0) + 1
+    out += ["Where requests ran. Checked with curl before the load (every response 200 with "
+            "`x-meridian-attempts: 1`; a different region from the expected one stops the run):", ""]
+    for (gw, name, region), n in sorted(by_check.items()):
+        out.append("- %s gateway, client located by %s: %d request%s, `x-meridian-region: %s`" % (
+            "baseline" if gw == "rbase" else "routed", name, n, "" if n == 1 else "s", region))
+    out += ["", "Counted by the routed gateway during the load (`/admin/api/regions` before and after "
+            "the wrk runs, warm-ups included):", "",
+            "| deployment | attempts | failed | probes ok | probes failed | EWMA after |",
+            "|---|--:|--:|--:|--:|--:|"]
+    for reg in REGIONS:
+        ewma = after[reg].get("ewma_ms")
+        out.append("| %s | %d | %d | %d | %d | %s |" % (
+            reg, d[reg]["requests"], d[reg]["failures"], d[reg]["probes_ok"], d[reg]["probes_failed"],
+            "%.3f ms" % ewma if ewma is not None else "none"))
+    out.append("")
+    out += profile_section(args, cells)
+    for name, val, ok in verdict:
+        out.append("- **%s** %s: %s" % ("PASS" if ok else "FAIL", name, val))
+    out += ["", END]
+    return out, verdict
+
+
+# ---- where routing's time goes ------------------------------------------------------------------
+
+# Routing's functions on the request path: the gateway's plan() (reads the location header and the
+# conversation id, asks the router), the router and the client locator.
+ROUTING = re.compile(r"^(plan|plan_why|route_\w+|locator_\w+|geo_\w+|affinity_\w+|xff_\w+)$")
+# A thread with any of these on a stack is the control thread (probes, admin listener).
+CONTROL = re.compile(r"^(round_cb|probe_start|probe_end|on_probe_\w+|discover|models_parse|admin_handle)$")
+PROFILE_ROWS = [
+    ("plan", "`plan` (gateway.c): locate, rank, claim; everything below"),
+    ("route_locate", "`route_locate`: the client's location (header, XFF, CIDR, default)"),
+    ("geo_parse", "`geo_parse`: the header's \"lat,lon\""),
+    ("route_plan", "`route_plan`: candidates and their ranking"),
+    ("geo_distance_km", "`geo_distance_km`: great-circle distance, once per candidate"),
+    ("affinity_get", "`affinity_get`: the conversation's last deployment"),
+    ("route_dep_serves", "`route_dep_serves`: whether a candidate serves the model"),
+    ("route_next", "`route_next`: claim an in-flight slot"),
+    ("route_report_success", "`route_report_success`: outcome of the attempt"),
+    ("route_affinity_put", "`route_affinity_put`: record the conversation"),
+    ("route_release", "`route_release`: give the slot back"),
+]
+
+
+def perf_samples(path):
+    """Yields (tid, [frame symbols, innermost first]) from `perf script -F comm,tid,ip,sym,dso`."""
+    tid, frames = None, []
+    for line in open(path, errors="replace"):
+        if not line.strip():
+            if tid is not None:
+                yield tid, frames
+            tid, frames = None, []
+            continue
+        m = re.match(r"\s+[0-9a-f]+\s+(.*)\s+\((.*)\)$", line.rstrip("\n"))
+        if m:
+            frames.append(re.sub(r"\+0x[0-9a-f]+$", "", m.group(1).strip()))
+        elif tid is None and line.split():
+            tid = line.split()[-1]
+    if tid is not None:
+        yield tid, frames
+
+
+def profile_shares(path):
+    """Returns (samples, {name: inclusive samples}) with "all" (any routing frame, off the
+    control thread) and "control" (samples of the control thread)."""
+    samples = list(perf_samples(path))
+    control = {tid for tid, fr in samples if any(CONTROL.match(f) for f in fr)}
+    counts = {"all": 0, "control": 0}
+    for tid, fr in samples:
+        if tid in control:
+            counts["control"] += 1
+            continue
+        names = {f for f in fr if ROUTING.match(f)}
+        if names:
+            counts["all"] += 1
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+    return len(samples), counts
+
+
+def profile_section(args, cells):
+    profiles = dict(p.split(":", 1) for p in args.profile)
+    rows = [r for r, _ in ROWS if r in profiles]
+    if not rows:
+        return []
+    shares = {r: profile_shares(profiles[r]) for r in rows}
+    cpu = {r: median([cpu_us(x) for x in cells.get((r, 1), {}).values()]) for r in rows}
+    out = ["Where routing's time goes: `perf record -e cpu-clock -F 999 --call-graph dwarf` on each "
+           "row's gateway for %s s under its 1-connection load, after the measured runs. A sample "
+           "counts for every routing function on its stack (inclusive, once per sample); shares "
+           "are of all the gateway's samples, every thread:" % args.profile_seconds, "",
+           "| function | " + " | ".join(dict(ROWS)[r] for r in rows) + " |",
+           "|---|" + "--:|" * len(rows)]
+    pct = lambda r, k: 100.0 * shares[r][1].get(k, 0) / shares[r][0] if shares[r][0] else 0.0
+    out.append("| **all routing on the request path** | " +
+               " | ".join("**%.2f%%**" % pct(r, "all") for r in rows) + " |")
+    for key, label in PROFILE_ROWS:
+        if any(shares[r][1].get(key) for r in rows):
+            out.append("| %s | " % label + " | ".join("%.2f%%" % pct(r, key) for r in rows) + " |")
+    out.append("| the control thread (probes, admin listener) | " +
+               " | ".join("%.2f%%" % pct(r, "control") for r in rows) + " |")
+    out.append("| samples | " + " | ".join("%d" % shares[r][0] for r in rows) + " |")
+    out.append("| routing's CPU per request (share x the row's CPU/req at 1 conn) | " +
+               " | ".join("%.2f us" % ((pct(r, "all") + pct(r, "control")) / 100.0 * cpu[r]) for r in rows) + " |")
+    out.append("")
+    if "base" in rows:
+        base_us = (pct("base", "all") + pct("base", "control")) / 100.0 * cpu["base"]
+        for r in rows:
+            if r == "base" or not cpu["base"]:
+                continue
+            us = (pct(r, "all") + pct(r, "control")) / 100.0 * cpu[r]
+            out.append("- %s: routing's work costs %.2f us per request more than the baseline's, "
+                       "%.1f%% of the baseline's %.1f us CPU per request." % (
+                           dict(ROWS)[r].capitalize(), us - base_us, 100.0 * (us - base_us) / cpu["base"],
+                           cpu["base"]))
+        out.append("")
+    return out
+
+
+def first_line(s, default="unknown"):
+    return s.splitlines()[0].strip() if s else default
+
+
+def splice(doc, block, notes, alone):
+    """Puts block in place of the previous routing section, else before the notes (after the
+    measured sections and their profile), else at the end. Alone, also brings the notes up to
+    date."""
+    text = "\n".join(block)
+    i, j = doc.find(BEGIN), doc.find(END)
+    first = re.search(r"^## .*$", notes, re.M) if notes else None
+    m = re.search(r"^" + re.escape(first.group(0)) + r"$", doc, re.M) if first else None
+    if i >= 0 and j > i:
+        doc = doc[:i] + text + doc[j + len(END):]
+    elif m:
+        doc = doc[:m.start()] + text + "\n\n" + doc[m.start():]
+    else:
+        doc = doc.rstrip() + "\n\n" + text + "\n"
+    if alone and notes:
+        # the notes run from their first heading to the end, as report.py appends them
+        first = re.search(r"^## .*$", notes, re.M)
+        end = doc.find(END)
+        m = re.search(r"^" + re.escape(first.group(0)) + r"$", doc[end:], re.M) if first else None
+        if m:
+            doc = doc[:end + m.start()] + notes + "\n"
+        else:
+            doc = doc.rstrip() + "\n\n" + notes + "\n"
+    return doc.rstrip() + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--checks", required=True)
+    ap.add_argument("--before", required=True)
+    ap.add_argument("--after", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--seconds", required=True)
+    ap.add_argument("--rounds", required=True)
+    ap.add_argument("--location", required=True)
+    ap.add_argument("--meridian", required=True)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--notes")
+    ap.add_argument("--alone", action="store_true")
+    ap.add_argument("--profile", action="append", default=[], help="ROW:perf-script-text")
+    ap.add_argument("--profile-seconds", default="5")
+    ap.add_argument("--server-cpu")
+    ap.add_argument("--load-cpu")
+    args = ap.parse_args()
+
+    runs = [json.loads(l) for l in open(args.results) if l.strip()]
+    checks = [json.loads(l) for l in open(args.checks) if l.strip()]
+    block, verdict = section(args, runs, checks, deployments(args.before), deployments(args.after))
+
+    notes = ""
+    if args.notes and os.path.exists(args.notes):
+        notes = re.sub(r"\A# [^\n]*\n+", "", open(args.notes).read().strip())
+    doc = open(args.out).read() if os.path.exists(args.out) else \
+        "# Benchmarks\n\nGenerated by `bench/run`. Do not edit by hand.\n"
+    with open(args.out, "w") as f:
+        f.write(splice(doc, block, notes, args.alone))
+
+    failed = 0
+    for name, val, ok in verdict:
+        print("bench: %s routing %s: %s" % ("PASS" if ok else "FAIL", name, val))
+        failed += not ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
