@@ -725,3 +725,98 @@ function bypassGateway(port) {
 		writeConfig() {}, reload() {}, async stop() {}, async kill() {}, rss: () => rssKiB(process.pid),
 	};
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Redis (Debian's redis-server) for the shared rate limiter                                 */
+
+const REDIS_SERVER = process.env.REDIS_SERVER || 'redis-server';
+const REDIS_CLI = process.env.REDIS_CLI || 'redis-cli';
+
+/* Runs `redis-cli -p port ARGS...`; resolves {code, stdout, stderr}. A frozen server makes it
+ * wait: timeoutMs kills it (code null then). */
+export function redisCli(port, args, { timeoutMs = 5000 } = {}) {
+	return new Promise((resolve) => {
+		const p = spawn(REDIS_CLI, ['-h', '127.0.0.1', '-p', String(port), ...args.map(String)],
+			{ stdio: ['ignore', 'pipe', 'pipe'] });
+		live.add(p);
+		let stdout = '';
+		let stderr = '';
+		p.stdout.on('data', (d) => (stdout += d.toString('utf8')));
+		p.stderr.on('data', (d) => (stderr += d.toString('utf8')));
+		const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+		p.on('error', (e) => (stderr += `spawn error: ${e.message}`));
+		p.on('close', (code) => {
+			clearTimeout(t);
+			live.delete(p);
+			resolve({ code, stdout, stderr });
+		});
+	});
+}
+
+/* Starts `redis-server` on a free loopback port with no persistence (a restart is an empty
+ * dataset). Returns {port, url, proc, alive(), kill() (SIGKILL), stop() (SIGTERM, or SIGKILL
+ * if it does not exit), restart() (a fresh server on the same port), freeze() (SIGSTOP),
+ * thaw() (SIGCONT), cli(args, opts) (redis-cli's stdout, trimmed; throws on a non-zero exit)}. */
+export async function startRedis({ port, args = [] } = {}) {
+	port ??= await freePort();
+	const dir = tmpDir('meridian-redis-');
+	const r = { port, url: `redis://127.0.0.1:${port}/0`, proc: null, frozen: false, stderr: '' };
+	const launch = async () => {
+		const p = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+			'--appendonly', 'no', '--dir', dir, '--daemonize', 'no', ...args],
+		{ stdio: ['ignore', 'pipe', 'pipe'] });
+		live.add(p);
+		p.exited = new Promise((resolve) => p.on('close', (code, signal) => {
+			live.delete(p);
+			p.exit = { code, signal };
+			resolve(p.exit);
+		}));
+		p.on('error', (e) => (r.stderr += `spawn error: ${e.message}\n`));
+		p.stderr.on('data', (d) => (r.stderr = (r.stderr + d.toString('utf8')).slice(-65536)));
+		p.stdout.on('data', (d) => (r.stderr = (r.stderr + d.toString('utf8')).slice(-65536)));
+		r.proc = p;
+		r.frozen = false;
+		await waitFor(async () => {
+			if (p.exit) throw new Error(`redis-server exited ${JSON.stringify(p.exit)}: ${r.stderr.slice(-2000)}`);
+			const c = await redisCli(port, ['PING'], { timeoutMs: 1000 });
+			return c.code === 0 && c.stdout.trim() === 'PONG';
+		}, { timeoutMs: 10000, intervalMs: 50, what: `redis-server on ${port}` });
+	};
+	await launch();
+	r.alive = () => !!r.proc && !r.proc.exit;
+	r.kill = async () => {
+		if (!r.alive()) return;
+		r.proc.kill('SIGKILL');
+		await r.proc.exited;
+	};
+	r.stop = async () => {
+		if (!r.alive()) return;
+		if (r.frozen) r.thaw();
+		r.proc.kill('SIGTERM');
+		const t = setTimeout(() => r.proc.kill('SIGKILL'), 5000);
+		await r.proc.exited;
+		clearTimeout(t);
+	};
+	r.restart = async () => {
+		await r.kill();
+		await launch();
+	};
+	r.freeze = () => {
+		r.proc.kill('SIGSTOP');
+		r.frozen = true;
+	};
+	r.thaw = () => {
+		r.proc.kill('SIGCONT');
+		r.frozen = false;
+	};
+	r.cli = async (cliArgs, opts) => {
+		const c = await redisCli(port, cliArgs, opts);
+		if (c.code !== 0) throw new Error(`redis-cli ${cliArgs.join(' ')}: exit ${c.code}: ${c.stderr}${c.stdout}`);
+		return c.stdout.replace(/\n$/, '');
+	};
+	r.cleanup = async () => {
+		await r.stop();
+		fs.rmSync(dir, { recursive: true, force: true });
+	};
+	return r;
+}
