@@ -1,0 +1,1003 @@
+/* limit_redis.c - the Redis backend: one pipelined hiredis connection per loop, Lua, deadlines */
+#include <arpa/inet.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libuv.h>
+#include <openssl/evp.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "limit/limit_int.h"
+
+#define DEADLINE_MS 50            /* every call; hiredis 0.14 has no timeout of its own */
+#define CONNECT_DEADLINE_MS 1000  /* TCP connect plus the pipelined handshake */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define LEASE_MARGIN_MS 60000     /* a slot outlives the longest request by this much */
+#define DEFAULT_TOTAL_MS 600000
+#define GIVEBACK_MAX 4096
+
+/*
+ * Admission: check the three limits, then count, in one step. KEYS[1] is the account's window
+ * (a hash: field "<sec>" counts requests, "<sec>:t" tokens, for the seconds of the last minute
+ * of Redis's clock), KEYS[2] its concurrency slots (a sorted set of "<node>:<ticket>" scored by
+ * when the slot expires). ARGV: rpm, tpm, max_concurrent, estimate, member, lease ms. Returns
+ * {verdict, second, requests, tokens, requests reset ms, tokens reset ms, retry ms}. Numbers
+ * that may be large reach redis.call as the strings they came in as: Lua formats its numbers
+ * with %.14g.
+ */
+static const char ADMIT_LUA[] =
+	"local t = redis.call('TIME')\n"
+	"local sec = tonumber(t[1])\n"
+	"local now = sec * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+	"local maxc, est = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+	"local req, tok, stale = {}, {}, {}\n"
+	"local nreq, ntok = 0, 0\n"
+	"local h = redis.call('HGETALL', KEYS[1])\n"
+	"for i = 1, #h, 2 do\n"
+	"  local s, kind = string.match(h[i], '^(%d+)(:?t?)$')\n"
+	"  s = tonumber(s)\n"
+	"  if s == nil or s <= sec - 60 then\n"
+	"    stale[#stale + 1] = h[i]\n"
+	"  elseif kind == ':t' then\n"
+	"    tok[s] = tonumber(h[i + 1]); ntok = ntok + tok[s]\n"
+	"  else\n"
+	"    req[s] = tonumber(h[i + 1]); nreq = nreq + req[s]\n"
+	"  end\n"
+	"end\n"
+	"if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end\n"
+	"local function drain(b, need)\n"
+	"  local ks = {}\n"
+	"  for s in pairs(b) do ks[#ks + 1] = s end\n"
+	"  table.sort(ks)\n"
+	"  local gone = 0\n"
+	"  for _, s in ipairs(ks) do\n"
+	"    gone = gone + b[s]\n"
+	"    if gone >= need then return math.max((s + 60) * 1000 - now, 0) end\n"
+	"  end\n"
+	"  return 60000\n"
+	"end\n"
+	"local function reset(b)\n"
+	"  local m\n"
+	"  for s, v in pairs(b) do if v > 0 and (m == nil or s < m) then m = s end end\n"
+	"  if m == nil then return 0 end\n"
+	"  return math.max((m + 60) * 1000 - now, 0)\n"
+	"end\n"
+	"local verdict, retry = 0, 0\n"
+	"if rpm > 0 and nreq + 1 > rpm then verdict = 1; retry = drain(req, nreq + 1 - rpm) end\n"
+	"if tpm > 0 and ntok > 0 and ntok + est > tpm then\n"
+	"  if verdict == 0 then verdict = 2 end\n"
+	"  local need = ntok + est - tpm\n"
+	"  if est > tpm then need = ntok end\n"
+	"  retry = math.max(retry, drain(tok, need))\n"
+	"end\n"
+	"if maxc > 0 then\n"
+	"  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
+	"  if redis.call('ZCARD', KEYS[2]) >= maxc then\n"
+	"    if verdict == 0 then verdict = 3 end\n"
+	"    retry = math.max(retry, 1000)\n"
+	"  end\n"
+	"end\n"
+	"if verdict == 0 then\n"
+	"  redis.call('HINCRBY', KEYS[1], t[1], 1)\n"
+	"  req[sec] = (req[sec] or 0) + 1; nreq = nreq + 1\n"
+	"  if est > 0 then\n"
+	"    redis.call('HINCRBY', KEYS[1], t[1] .. ':t', ARGV[4])\n"
+	"    tok[sec] = (tok[sec] or 0) + est; ntok = ntok + est\n"
+	"  end\n"
+	"  redis.call('PEXPIRE', KEYS[1], 61000)\n"
+	"  if maxc > 0 then\n"
+	"    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), ARGV[5])\n"
+	"    redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]) + 1000)\n"
+	"  end\n"
+	"end\n"
+	"return {verdict, sec, nreq, ntok, reset(req), reset(tok), retry}\n";
+
+/*
+ * Finish: free the slot, replace the reservation by what was used. ARGV: second, reserved,
+ * used, member. A bucket still in the window is corrected (never below zero); once it has
+ * left, only tokens used beyond the reservation count, in the current second.
+ */
+static const char FINISH_LUA[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1])\n"
+	"redis.call('ZREM', KEYS[2], ARGV[4])\n"
+	"local sec, reserved, used = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+	"if used == reserved then return 0 end\n"
+	"if sec > now - 60 then\n"
+	"  local f = ARGV[1] .. ':t'\n"
+	"  local cur = tonumber(redis.call('HGET', KEYS[1], f) or '0')\n"
+	"  local v = math.max(cur + used - reserved, 0)\n"
+	"  if v ~= cur then\n"
+	"    redis.call('HSET', KEYS[1], f, string.format('%d', v))\n"
+	"    redis.call('PEXPIRE', KEYS[1], 61000)\n"
+	"  end\n"
+	"elseif used > reserved then\n"
+	"  redis.call('HINCRBY', KEYS[1], t[1] .. ':t', string.format('%d', used - reserved))\n"
+	"  redis.call('PEXPIRE', KEYS[1], 61000)\n"
+	"end\n"
+	"return 1\n";
+
+enum call_kind { CALL_SETUP, CALL_ADMIT, CALL_FINISH };
+
+/* One command sent (or, for an admission during the first handshake, held). Replies come in
+ * the order commands were sent, so the sent list is in reply order and its head is the oldest. */
+struct rcall {
+	struct rcall *next;
+	struct limit_redis *r;
+	enum call_kind kind;
+	bool last_setup;              /* SETUP: its answer completes the handshake */
+	bool script_load;             /* SETUP: SCRIPT LOAD, whose answer is a SHA1 */
+	bool eval;                    /* sent with EVAL already after NOSCRIPT */
+	uint64_t deadline;            /* monotonic ms */
+	struct limit_ticket *t;       /* ADMIT: NULL once cancelled */
+	struct limit_acct *acct;
+	struct conf_limits lim;       /* ADMIT */
+	uint64_t est;                 /* ADMIT: the reservation; FINISH: reserved */
+	uint64_t used, sec;           /* FINISH */
+	uint64_t ticket_id;
+	uint64_t lease_ms;            /* ADMIT */
+	bool deny;                    /* ADMIT: on_redis_error deny */
+};
+
+struct giveback {
+	struct limit_acct *acct;
+	uint64_t ticket_id;
+};
+
+struct limit_redis {
+	uv_loop_t *loop;
+	char *url;
+	char *host;                   /* redis:// */
+	int port;
+	char *path;                   /* unix:// */
+	char *user, *password;
+	long db;
+	bool tls;
+	char display[160];            /* host:port or the socket path, never the password */
+
+	redisAsyncContext *ac;        /* the connection, from connect to its loss */
+	bool up;                      /* the handshake completed on ac */
+	bool away;                    /* the last attempt failed or the connection was lost */
+	bool closing;
+	bool no_retry;                /* the URL cannot be used: stay away */
+	uint64_t backoff_ms;
+
+	uv_timer_t deadline_timer;
+	uint64_t timer_due;
+	uv_timer_t retry_timer;
+	uv_getaddrinfo_t gai;
+	bool gai_active;
+	int open;                     /* handles and requests that must end before the free */
+
+	struct rcall *head, *tail;    /* sent, oldest first */
+	struct rcall *held, *held_tail; /* admissions waiting for the first handshake */
+	struct rcall *spare;          /* recycled records */
+	struct giveback *giveback;    /* slots that may be taken for admissions never answered */
+	size_t ngiveback;
+};
+
+static uv_once_t sha_once = UV_ONCE_INIT;
+static char admit_sha[41], finish_sha[41];
+/* Limiters that find Redis away: the first one logs "away", the last one back logs "back". */
+static atomic_int away_count;
+
+static void sha1_hex(const char *s, char out[41])
+{
+	unsigned char md[20];
+	unsigned len = 0;
+	EVP_Digest(s, strlen(s), md, &len, EVP_sha1(), NULL);
+	for (unsigned i = 0; i < 20; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void sha_init(void)
+{
+	sha1_hex(ADMIT_LUA, admit_sha);
+	sha1_hex(FINISH_LUA, finish_sha);
+}
+
+static uint64_t mono_ms(void)
+{
+	return uv_hrtime() / 1000000u;
+}
+
+/* --- URL --------------------------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static char *pct_decode(const char *s, size_t n)
+{
+	char *out = xmalloc(n + 1), *o = out;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%' && i + 2 < n + 1 && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+			*o++ = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
+			i += 2;
+		} else {
+			*o++ = s[i];
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+static bool parse_num(const char *s, size_t n, long max, long *out)
+{
+	long v = 0;
+	if (!n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+		if (v > max)
+			return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* redis://[[user]:password@]host[:port][/db], rediss://..., unix://[[user]:password@]/path[?db=N] */
+static int url_parse(struct limit_redis *r, const char *url)
+{
+	const char *p, *slash, *at, *end;
+	bool is_unix = false;
+	long v;
+
+	if (!strncmp(url, "redis://", 8)) {
+		p = url + 8;
+	} else if (!strncmp(url, "rediss://", 9)) {
+		p = url + 9;
+		r->tls = true;
+	} else if (!strncmp(url, "unix://", 7)) {
+		p = url + 7;
+		is_unix = true;
+	} else {
+		return -1;
+	}
+	slash = strchr(p, '/');
+	at = strchr(p, '@');
+	if (at && (!slash || at < slash)) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		if (colon) {
+			if (colon > p)
+				r->user = pct_decode(p, (size_t)(colon - p));
+			r->password = pct_decode(colon + 1, (size_t)(at - colon - 1));
+		} else if (at > p) {
+			r->password = pct_decode(p, (size_t)(at - p));
+		}
+		p = at + 1;
+	}
+	if (is_unix) {
+		const char *q = strchr(p, '?');
+		end = q ? q : p + strlen(p);
+		if (end == p)
+			return -1;
+		r->path = xstrndup(p, (size_t)(end - p));
+		if (q && !strncmp(q, "?db=", 4)) {
+			if (!parse_num(q + 4, strlen(q + 4), 1000000, &v))
+				return -1;
+			r->db = v;
+		}
+		snprintf(r->display, sizeof(r->display), "unix:%s", r->path);
+		return 0;
+	}
+	slash = strchr(p, '/');
+	end = slash ? slash : p + strcspn(p, "?");
+	r->port = 6379;
+	if (*p == '[') {
+		const char *close = memchr(p, ']', (size_t)(end - p));
+		if (!close || close == p + 1)
+			return -1;
+		r->host = xstrndup(p + 1, (size_t)(close - p - 1));
+		if (close + 1 < end) {
+			if (close[1] != ':' || !parse_num(close + 2, (size_t)(end - close - 2), 65535, &v))
+				return -1;
+			r->port = (int)v;
+		}
+	} else {
+		const char *colon = memchr(p, ':', (size_t)(end - p));
+		const char *hend = colon ? colon : end;
+		if (hend == p)
+			return -1;
+		r->host = xstrndup(p, (size_t)(hend - p));
+		if (colon) {
+			if (!parse_num(colon + 1, (size_t)(end - colon - 1), 65535, &v))
+				return -1;
+			r->port = (int)v;
+		}
+	}
+	if (slash) {
+		size_t n = strcspn(slash + 1, "?");
+		if (n) {
+			if (!parse_num(slash + 1, n, 1000000, &v))
+				return -1;
+			r->db = v;
+		}
+	}
+	snprintf(r->display, sizeof(r->display), strchr(r->host, ':') ? "[%s]:%d" : "%s:%d",
+		 r->host, r->port);
+	return 0;
+}
+
+/* --- calls ------------------------------------------------------------------------------- */
+
+static struct rcall *call_get(struct limit_redis *r, enum call_kind kind)
+{
+	struct rcall *k = r->spare;
+	if (k)
+		r->spare = k->next;
+	else
+		k = xmalloc(sizeof(*k));
+	*k = (struct rcall){.r = r, .kind = kind};
+	return k;
+}
+
+static void call_put(struct limit_redis *r, struct rcall *k)
+{
+	k->next = r->spare;
+	r->spare = k;
+}
+
+static void on_deadline(uv_timer_t *h);
+
+/* The timer watches the oldest sent call and the oldest held admission; a timer already due
+ * earlier is left alone and re-armed when it fires. */
+static void arm(struct limit_redis *r)
+{
+	uint64_t due = UINT64_MAX, now;
+
+	if (r->closing)
+		return;
+	if (r->head)
+		due = r->head->deadline;
+	if (r->held && r->held->deadline < due)
+		due = r->held->deadline;
+	if (due == UINT64_MAX)
+		return;
+	if (uv_is_active((uv_handle_t *)&r->deadline_timer) && r->timer_due <= due)
+		return;
+	now = mono_ms();
+	r->timer_due = due;
+	uv_timer_start(&r->deadline_timer, on_deadline, due > now ? due - now : 0, 0);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* Sends k on the connection; on failure k is returned and false. */
+static bool call_send(struct limit_redis *r, struct rcall *k, int argc, const char **argv,
+		      uint64_t budget_ms)
+{
+	if (!r->ac || redisAsyncCommandArgv(r->ac, on_reply, k, argc, argv, NULL) != REDIS_OK)
+		return false;
+	k->deadline = mono_ms() + budget_ms;
+	k->next = NULL;
+	if (r->tail)
+		r->tail->next = k;
+	else
+		r->head = k;
+	r->tail = k;
+	arm(r);
+	return true;
+}
+
+static void fmt_u64(char *b, size_t n, uint64_t v)
+{
+	snprintf(b, n, "%llu", (unsigned long long)v);
+}
+
+static void fmt_member(char *b, size_t n, uint64_t ticket_id)
+{
+	snprintf(b, n, "%s:%llu", limit__node_id(), (unsigned long long)ticket_id);
+}
+
+static bool send_admit(struct limit_redis *r, struct rcall *k)
+{
+	char rpm[24], tpm[24], maxc[24], est[24], lease[24], member[48];
+	const char *argv[11];
+
+	fmt_u64(rpm, sizeof(rpm), k->lim.requests_per_minute);
+	fmt_u64(tpm, sizeof(tpm), k->lim.tokens_per_minute);
+	fmt_u64(maxc, sizeof(maxc), k->lim.max_concurrent);
+	fmt_u64(est, sizeof(est), k->est);
+	fmt_u64(lease, sizeof(lease), k->lease_ms);
+	fmt_member(member, sizeof(member), k->ticket_id);
+	argv[0] = k->eval ? "EVAL" : "EVALSHA";
+	argv[1] = k->eval ? ADMIT_LUA : admit_sha;
+	argv[2] = "2";
+	argv[3] = k->acct->rkey_window;
+	argv[4] = k->acct->rkey_conc;
+	argv[5] = rpm;
+	argv[6] = tpm;
+	argv[7] = maxc;
+	argv[8] = est;
+	argv[9] = member;
+	argv[10] = lease;
+	return call_send(r, k, 11, argv, DEADLINE_MS);
+}
+
+static bool send_finish(struct limit_redis *r, struct rcall *k)
+{
+	char sec[24], reserved[24], used[24], member[48];
+	const char *argv[9];
+
+	fmt_u64(sec, sizeof(sec), k->sec);
+	fmt_u64(reserved, sizeof(reserved), k->est);
+	fmt_u64(used, sizeof(used), k->used);
+	fmt_member(member, sizeof(member), k->ticket_id);
+	argv[0] = k->eval ? "EVAL" : "EVALSHA";
+	argv[1] = k->eval ? FINISH_LUA : finish_sha;
+	argv[2] = "2";
+	argv[3] = k->acct->rkey_window;
+	argv[4] = k->acct->rkey_conc;
+	argv[5] = sec;
+	argv[6] = reserved;
+	argv[7] = used;
+	argv[8] = member;
+	return call_send(r, k, 9, argv, DEADLINE_MS);
+}
+
+/* A finish that only frees a slot (sec 0 has left any window, and used == reserved). */
+static void finish_now(struct limit_redis *r, struct limit_acct *acct, uint64_t sec,
+		       uint64_t reserved, uint64_t used, uint64_t ticket_id)
+{
+	struct rcall *k = call_get(r, CALL_FINISH);
+	k->acct = acct;
+	k->sec = sec;
+	k->est = reserved;
+	k->used = used;
+	k->ticket_id = ticket_id;
+	if (!send_finish(r, k))
+		call_put(r, k);
+}
+
+/* An admission that may have taken a slot in Redis but was never answered: free the slot once
+ * Redis is back, else it stays taken until its lease ends. */
+static void giveback_add(struct limit_redis *r, const struct rcall *k)
+{
+	if (!k->lim.max_concurrent || r->closing)
+		return;
+	if (!r->giveback)
+		r->giveback = xmalloc(GIVEBACK_MAX * sizeof(*r->giveback));
+	if (r->ngiveback < GIVEBACK_MAX)
+		r->giveback[r->ngiveback++] = (struct giveback){k->acct, k->ticket_id};
+}
+
+/* --- state ------------------------------------------------------------------------------- */
+
+static void set_away(struct limit_redis *r, const char *why)
+{
+	if (r->away)
+		return;
+	r->away = true;
+	if (atomic_fetch_add(&away_count, 1) == 0 && !r->closing)
+		log_warn("redis '%s' is away (%s): rate limits follow ratelimit.on_redis_error "
+			 "until it is back", r->display, why);
+}
+
+static void set_back(struct limit_redis *r)
+{
+	if (!r->away)
+		return;
+	r->away = false;
+	if (atomic_fetch_sub(&away_count, 1) == 1)
+		log_info("redis '%s' is back: rate limits are shared again", r->display);
+}
+
+/* Answers an admission Redis will not answer, as if Redis were away. */
+static void admit_away(struct rcall *k)
+{
+	struct limit_ticket *t = k->t;
+	k->t = NULL;
+	if (t)
+		limit__fallback(t, k->est, k->deny);
+}
+
+static void held_answer_all(struct limit_redis *r)
+{
+	while (r->held) {
+		struct rcall *k = r->held;
+		r->held = k->next;
+		if (!r->held)
+			r->held_tail = NULL;
+		admit_away(k);
+		call_put(r, k);
+	}
+}
+
+static void on_retry(uv_timer_t *h);
+
+/* An attempt failed or the connection was lost: later admissions fall back at once, and a new
+ * connection is tried after the backoff. */
+static void attempt_failed(struct limit_redis *r, const char *why)
+{
+	r->up = false;
+	set_away(r, why);
+	held_answer_all(r);
+	if (r->closing || r->no_retry)
+		return;
+	uv_timer_start(&r->retry_timer, on_retry, r->backoff_ms, 0);
+	r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+}
+
+/* The connection ac failed or is being dropped. The caller (or hiredis) frees ac, which
+ * answers what is still pending on it with NULL. Only the first report for ac counts. */
+static void conn_lost(struct limit_redis *r, const redisAsyncContext *ac, const char *why)
+{
+	if (!ac || r->ac != ac)
+		return;
+	r->ac = NULL;
+	attempt_failed(r, why);
+}
+
+static void on_up(struct limit_redis *r)
+{
+	struct rcall *held = r->held;
+
+	r->up = true;
+	r->backoff_ms = BACKOFF_MIN_MS;
+	set_back(r);
+	r->held = r->held_tail = NULL;
+	while (held) {
+		struct rcall *k = held;
+		held = k->next;
+		if (!r->up || !send_admit(r, k)) {
+			admit_away(k);
+			call_put(r, k);
+		}
+	}
+	while (r->ngiveback && r->up) {
+		struct giveback g = r->giveback[--r->ngiveback];
+		finish_now(r, g.acct, 0, 0, 0, g.ticket_id);
+	}
+}
+
+/* --- replies ----------------------------------------------------------------------------- */
+
+static bool reply_view(const redisReply *rep, const struct conf_limits *lim,
+		       enum limit_verdict *v, uint64_t *sec, struct limit_view *view)
+{
+	long long n[7];
+
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 7)
+		return false;
+	for (size_t i = 0; i < 7; i++) {
+		if (rep->element[i]->type != REDIS_REPLY_INTEGER || rep->element[i]->integer < 0)
+			return false;
+		n[i] = rep->element[i]->integer;
+	}
+	if (n[0] > LIMIT_CONCURRENCY - LIMIT_OK)
+		return false;
+	*v = (enum limit_verdict)(LIMIT_OK + n[0]);
+	*sec = (uint64_t)n[1];
+	view->requests_limit = lim->requests_per_minute;
+	view->tokens_limit = lim->tokens_per_minute;
+	view->requests_remaining = lim->requests_per_minute > (uint64_t)n[2] ?
+					   lim->requests_per_minute - (uint64_t)n[2] : 0;
+	view->tokens_remaining = lim->tokens_per_minute > (uint64_t)n[3] ?
+					 lim->tokens_per_minute - (uint64_t)n[3] : 0;
+	view->requests_reset_ms = (uint64_t)n[4];
+	view->tokens_reset_ms = (uint64_t)n[5];
+	view->retry_after_ms = *v == LIMIT_OK ? 0 : (uint64_t)n[6];
+	return true;
+}
+
+/* False: the answer makes no sense (the caller drops the connection). */
+static bool admit_answered(struct limit_redis *r, struct rcall *k, const redisReply *rep)
+{
+	struct limit_view view = {0};
+	struct limit_ticket *t = k->t;
+	enum limit_verdict v;
+	uint64_t sec;
+
+	if (!reply_view(rep, &k->lim, &v, &sec, &view))
+		return false;
+	if (!t) {
+		/* cancelled while in flight: give the admission back at once */
+		if (v == LIMIT_OK)
+			finish_now(r, k->acct, sec, k->est, 0, k->ticket_id);
+		return true;
+	}
+	k->t = NULL;
+	t->pending = false;
+	t->second = sec;
+	t->reserved_tokens = k->est;
+	t->admitted = v == LIMIT_OK;
+	t->local = false;
+	t->done(t, v, &view, t->ud);
+	return true;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rcall *k = privdata;
+	struct limit_redis *r = k->r;
+	const redisReply *rep = reply;
+	char why[160];
+
+	/* replies come in order: k is the oldest sent call */
+	r->head = k->next;
+	if (!r->head)
+		r->tail = NULL;
+
+	if (!rep) {
+		/* the connection is going away (lost, timed out or freed) */
+		conn_lost(r, ac, "connection lost");
+		if (k->kind == CALL_ADMIT) {
+			admit_away(k);
+			giveback_add(r, k);
+		}
+		call_put(r, k);
+		return;
+	}
+	if (rep->type == REDIS_REPLY_ERROR && k->kind != CALL_SETUP &&
+	    !strncmp(rep->str, "NOSCRIPT", 8) && !k->eval) {
+		/* A restarted Redis or SCRIPT FLUSH emptied the script cache; EVAL caches it
+		 * again for the EVALSHAs that follow. */
+		k->eval = true;
+		if (k->kind == CALL_ADMIT && !k->t) {
+			call_put(r, k);  /* cancelled, and nothing was counted */
+			return;
+		}
+		if (k->kind == CALL_ADMIT ? send_admit(r, k) : send_finish(r, k))
+			return;
+		if (k->kind == CALL_ADMIT)
+			admit_away(k);
+		call_put(r, k);
+		return;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		snprintf(why, sizeof(why), "%s", rep->str);
+		if (r->ac == ac) {
+			conn_lost(r, ac, why);
+			redisAsyncFree(ac);   /* deferred by hiredis until this callback returns */
+		}
+		if (k->kind == CALL_ADMIT)
+			admit_away(k);
+		call_put(r, k);
+		return;
+	}
+	switch (k->kind) {
+	case CALL_SETUP:
+		if (k->script_load && (rep->type != REDIS_REPLY_STRING ||
+				       (strcmp(rep->str, admit_sha) && strcmp(rep->str, finish_sha)))) {
+			if (r->ac == ac) {
+				conn_lost(r, ac, "SCRIPT LOAD answered an unexpected digest");
+				redisAsyncFree(ac);
+			}
+		} else if (k->last_setup && r->ac == ac) {
+			on_up(r);
+		}
+		break;
+	case CALL_ADMIT:
+		if (!admit_answered(r, k, rep)) {
+			if (r->ac == ac) {
+				conn_lost(r, ac, "unexpected answer to the admission script");
+				redisAsyncFree(ac);
+			}
+			admit_away(k);
+		}
+		break;
+	case CALL_FINISH:
+		break;
+	}
+	call_put(r, k);
+}
+
+/* --- connection -------------------------------------------------------------------------- */
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct limit_redis *r = ac->data;
+	/* hiredis frees a context whose connect failed right after this returns */
+	if (status != REDIS_OK)
+		conn_lost(r, ac, ac->c.errstr[0] ? ac->c.errstr : "cannot connect");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct limit_redis *r = ac->data;
+	(void)status;
+	conn_lost(r, ac, ac->c.errstr[0] ? ac->c.errstr : "connection closed");
+}
+
+static void setup_send(struct limit_redis *r, int argc, const char **argv, bool script_load,
+		       bool last)
+{
+	struct rcall *k = call_get(r, CALL_SETUP);
+	k->script_load = script_load;
+	k->last_setup = last;
+	if (!call_send(r, k, argc, argv, CONNECT_DEADLINE_MS))
+		call_put(r, k);
+}
+
+static void connect_to(struct limit_redis *r, const char *host)
+{
+	redisAsyncContext *ac;
+	char why[160], db[24];
+
+	ac = r->path ? redisAsyncConnectUnix(r->path) : redisAsyncConnect(host, r->port);
+	if (!ac || ac->err) {
+		snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);
+		attempt_failed(r, why);
+		return;
+	}
+	ac->data = r;
+	if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+		redisAsyncFree(ac);
+		attempt_failed(r, "cannot watch the socket");
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	r->ac = ac;
+
+	/* The handshake is pipelined behind the connect: hiredis writes it once connected. */
+	if (r->password) {
+		const char *argv[3] = {"AUTH", r->user ? r->user : r->password, r->password};
+		setup_send(r, r->user ? 3 : 2, argv, false, false);
+	}
+	if (r->db) {
+		const char *argv[2] = {"SELECT", db};
+		snprintf(db, sizeof(db), "%ld", r->db);
+		setup_send(r, 2, argv, false, false);
+	}
+	const char *load_admit[3] = {"SCRIPT", "LOAD", ADMIT_LUA};
+	const char *load_finish[3] = {"SCRIPT", "LOAD", FINISH_LUA};
+	setup_send(r, 3, load_admit, true, false);
+	setup_send(r, 3, load_finish, true, true);
+	if (!r->head) {
+		conn_lost(r, ac, "cannot send the handshake");
+		redisAsyncFree(ac);
+	}
+}
+
+static void release(struct limit_redis *r);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct limit_redis *r = container_of(req, struct limit_redis, gai);
+	char addr[64] = "";
+
+	r->gai_active = false;
+	if (r->closing) {
+		uv_freeaddrinfo(res);
+		release(r);
+		return;
+	}
+	r->open--;
+	if (status == 0 && res) {
+		if (res->ai_family == AF_INET6)
+			uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, addr, sizeof(addr));
+		else
+			uv_ip4_name((const struct sockaddr_in *)res->ai_addr, addr, sizeof(addr));
+	}
+	uv_freeaddrinfo(res);
+	if (!addr[0]) {
+		char why[160];
+		snprintf(why, sizeof(why), "cannot resolve '%s': %s", r->host,
+			 status ? uv_strerror(status) : "no address");
+		attempt_failed(r, why);
+		return;
+	}
+	connect_to(r, addr);
+}
+
+static void connect_start(struct limit_redis *r)
+{
+	unsigned char a[16];
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+
+	if (r->closing || r->ac || r->gai_active)
+		return;
+	if (r->path || inet_pton(AF_INET, r->host, a) == 1 || inet_pton(AF_INET6, r->host, a) == 1) {
+		connect_to(r, r->host);
+		return;
+	}
+	/* hiredis resolves names with a blocking getaddrinfo(); the loop must not wait on DNS */
+	if (uv_getaddrinfo(r->loop, &r->gai, on_resolved, r->host, NULL, &hints) == 0) {
+		r->gai_active = true;
+		r->open++;
+		return;
+	}
+	attempt_failed(r, "cannot start resolving the host name");
+}
+
+static void on_retry(uv_timer_t *h)
+{
+	connect_start(container_of(h, struct limit_redis, retry_timer));
+}
+
+static void on_deadline(uv_timer_t *h)
+{
+	struct limit_redis *r = container_of(h, struct limit_redis, deadline_timer);
+	uint64_t now = mono_ms();
+	char why[80];
+
+	if (r->head && r->head->deadline <= now && r->ac) {
+		redisAsyncContext *ac = r->ac;
+		snprintf(why, sizeof(why), "no answer within %d ms",
+			 r->head->kind == CALL_SETUP ? CONNECT_DEADLINE_MS : DEADLINE_MS);
+		conn_lost(r, ac, why);
+		redisAsyncFree(ac);   /* answers every pending call with NULL */
+	}
+	while (r->held && r->held->deadline <= now) {
+		struct rcall *k = r->held;
+		r->held = k->next;
+		if (!r->held)
+			r->held_tail = NULL;
+		admit_away(k);
+		call_put(r, k);
+	}
+	arm(r);
+}
+
+/* --- the interface for limit.c ----------------------------------------------------------- */
+
+struct limit_redis *limit__redis_new(uv_loop_t *loop, const char *url)
+{
+	struct limit_redis *r = xcalloc(1, sizeof(*r));
+
+	uv_once(&sha_once, sha_init);
+	r->loop = loop;
+	r->url = xstrdup(url);
+	r->backoff_ms = BACKOFF_MIN_MS;
+	uv_timer_init(loop, &r->deadline_timer);
+	uv_timer_init(loop, &r->retry_timer);
+	r->open = 2;
+	if (url_parse(r, url) < 0) {
+		snprintf(r->display, sizeof(r->display), "(unparsable URL)");
+		r->no_retry = true;
+		attempt_failed(r, "cannot parse redis.url");
+		return r;
+	}
+	if (r->tls) {
+		/* hiredis 0.14 has no TLS */
+		r->no_retry = true;
+		attempt_failed(r, "rediss:// (TLS) is not supported by this build's hiredis");
+		return r;
+	}
+	connect_start(r);
+	return r;
+}
+
+const char *limit__redis_url(const struct limit_redis *r)
+{
+	return r->url;
+}
+
+bool limit__redis_up(const struct limit_redis *r)
+{
+	return r && r->up;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	release(h->data);
+}
+
+/* One handle or request of a closing r has ended; the last one frees it. */
+static void release(struct limit_redis *r)
+{
+	if (--r->open > 0)
+		return;
+	while (r->spare) {
+		struct rcall *k = r->spare;
+		r->spare = k->next;
+		free(k);
+	}
+	free(r->giveback);
+	free(r->url);
+	free(r->host);
+	free(r->path);
+	free(r->user);
+	free(r->password);
+	free(r);
+}
+
+void limit__redis_free(struct limit_redis *r)
+{
+	if (!r)
+		return;
+	r->closing = true;
+	r->up = false;
+	if (r->ac) {
+		redisAsyncContext *ac = r->ac;
+		r->ac = NULL;
+		redisAsyncFree(ac);   /* pending admissions are answered as if Redis were away */
+	}
+	held_answer_all(r);
+	if (r->away) {
+		r->away = false;
+		atomic_fetch_sub(&away_count, 1);
+	}
+	if (r->gai_active)
+		uv_cancel((uv_req_t *)&r->gai);
+	r->deadline_timer.data = r;
+	r->retry_timer.data = r;
+	uv_close((uv_handle_t *)&r->deadline_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&r->retry_timer, on_handle_closed);
+}
+
+void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struct conf *c,
+			uint64_t est, struct limit_ticket *t)
+{
+	struct rcall *k;
+	uint64_t total = c->routing.total_timeout_ms ? c->routing.total_timeout_ms :
+						       DEFAULT_TOTAL_MS;
+	bool deny = c->ratelimit_deny_on_redis_error;
+
+	if (!r->up && (r->away || r->closing)) {
+		limit__fallback(t, est, deny);
+		return;
+	}
+	k = call_get(r, CALL_ADMIT);
+	k->t = t;
+	k->acct = s;
+	k->lim = t->account->limits;
+	k->est = est;
+	k->ticket_id = t->id;
+	k->lease_ms = total + LEASE_MARGIN_MS;
+	k->deny = deny;
+	if (!r->up) {
+		/* the first handshake is under way: wait for it, up to a call's deadline */
+		k->deadline = mono_ms() + DEADLINE_MS;
+		if (r->held_tail)
+			r->held_tail->next = k;
+		else
+			r->held = k;
+		r->held_tail = k;
+		arm(r);
+		return;
+	}
+	if (!send_admit(r, k)) {
+		admit_away(k);
+		call_put(r, k);
+	}
+}
+
+void limit__redis_cancel(struct limit_redis *r, struct limit_ticket *t)
+{
+	struct rcall **pp, *prev = NULL;
+
+	for (pp = &r->held; *pp; prev = *pp, pp = &(*pp)->next) {
+		if ((*pp)->t == t) {
+			struct rcall *k = *pp;
+			*pp = k->next;
+			if (r->held_tail == k)
+				r->held_tail = prev;
+			call_put(r, k);
+			return;
+		}
+	}
+	for (struct rcall *k = r->head; k; k = k->next)
+		if (k->kind == CALL_ADMIT && k->t == t) {
+			k->t = NULL;
+			return;
+		}
+}
+
+void limit__redis_finish(struct limit_redis *r, struct limit_acct *s, const struct limit_ticket *t,
+			 uint64_t used)
+{
+	if (!r->up)
+		return;   /* dropped: the keys' TTLs and the slot's lease clean up */
+	finish_now(r, s, t->second, t->reserved_tokens, used, t->id);
+}
