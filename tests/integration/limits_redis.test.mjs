@@ -1,0 +1,243 @@
+// limits_redis.test.mjs - account limits shared through Redis by two gateway nodes in two regions
+// (issue 4, TESTING.md T27/T33): exact across nodes for requests and streamed tokens, a TTL on
+// every key, Redis frozen, killed and restarted (on_redis_error allow and deny): no hang, latency
+// bounded, each node capped by its own limits meanwhile, shared limiting back afterwards.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startMock, startRedis, waitFor, sleep, SLOW } from './lib/harness.mjs';
+import {
+	newKey, startAccountStack, call, chat, bearer, hammer, tally, streamCall,
+	assertOpenaiLimitHeaders, assertOpenai429, userRequests,
+} from './lib/accounts.mjs';
+
+const ACCTS = {
+	shared: { requests_per_minute: 60 },
+	tokens: { tokens_per_minute: 3200 },
+	probe: { requests_per_minute: 100000 },
+	frozen: { requests_per_minute: 100000 },
+	midrun: { requests_per_minute: 50 },
+	down: { requests_per_minute: 20 },
+	deny: { requests_per_minute: 100000 },
+	again: { requests_per_minute: 30 },
+};
+const KEY = Object.fromEntries(Object.keys(ACCTS).map((a) => [a, newKey()]));
+const REGIONS = { 'us-east-1': [39.0, -77.5], 'eu-west-1': [53.3, -6.3] };
+// A request answered within this while Redis is frozen or gone: the 50 ms Redis deadline plus
+// generous scheduling slack, far below any hang.
+const BOUND_MS = 1000 * SLOW;
+
+describe('rate limits shared through Redis by two nodes', () => {
+	let redis;
+	let mocks = [];
+	let nodes = []; // on_redis_error: allow, one per region
+	let denyNode; // on_redis_error: deny, in us-east-1
+
+	before(async () => {
+		redis = await startRedis();
+		mocks = [await startMock({ region: 'us-east-1' }), await startMock({ region: 'eu-west-1' })];
+		const common = {
+			accounts: Object.fromEntries(Object.entries(ACCTS).map(([id, limits]) => [id, { keys: [KEY[id]], limits }])),
+			redis: redis.url, regions: REGIONS, server: { workers: 4 },
+		};
+		nodes = [
+			await startAccountStack({ ...common, region: 'us-east-1', mock: mocks[0], ratelimit: { backend: 'redis', on_redis_error: 'allow' } }),
+			await startAccountStack({ ...common, region: 'eu-west-1', mock: mocks[1], ratelimit: { backend: 'redis' } }),
+		];
+		denyNode = await startAccountStack({ ...common, region: 'us-east-1', mock: mocks[0], ratelimit: { backend: 'redis', on_redis_error: 'deny' } });
+	});
+	after(async () => {
+		const errs = [];
+		for (const h of [...nodes, denyNode, ...mocks]) {
+			try {
+				await h?.stop();
+			} catch (e) {
+				errs.push(e);
+			}
+		}
+		await redis?.cleanup();
+		if (errs.length) throw errs[0];
+	});
+
+	const post = (node, acct, extra = {}) => call({
+		port: node.port, headers: { ...bearer(KEY[acct]), ...(extra.headers ?? {}) }, body: extra.body ?? chat(),
+		agent: extra.agent, timeoutMs: extra.timeoutMs ?? 15000 * SLOW,
+	});
+	const resetMocks = () => Promise.all(mocks.map((m) => m.reset()));
+	const upstreamCount = async () => (await Promise.all(mocks.map((m) => m.stats()))).map(userRequests);
+
+	/* Loops on both allow nodes (loop i on node i % 2). Returns the results with .node set. */
+	const spread = async (acct, total, { loops = 16, extra = {}, send } = {}) => {
+		const res = await hammer({
+			loops, total,
+			send: async (i, ag) => ({ ...(await (send ?? ((n, a) => post(n, acct, { ...extra, agent: a })))(nodes[i % 2], ag)), node: i % 2 }),
+		});
+		return res;
+	};
+
+	/* Every node takes the limits from Redis again: after a FLUSHALL, one admitted request on
+	 * the node leaves keys in Redis (a request admitted by the local fallback leaves none). */
+	const waitShared = async (what, timeoutMs = 5000 * SLOW) => {
+		for (const [i, n] of [...nodes, denyNode].entries()) {
+			await waitFor(async () => {
+				await redis.cli(['FLUSHALL']);
+				const r = await post(n, 'probe', { timeoutMs: 2000 });
+				if (r.status !== 200) return false;
+				return Number(await redis.cli(['DBSIZE'])) > 0;
+			}, { timeoutMs, intervalMs: 100, what: `${what}: node ${i} admitting through Redis` });
+		}
+	};
+
+	test('150 requests over both nodes at once against 60/min: exactly 60 pass, the rest 429', async () => {
+		await resetMocks();
+		const res = await spread('shared', 150);
+		assert.deepEqual(tally(res), { 200: 60, 429: 90 });
+		const counts = await upstreamCount();
+		assert.equal(counts[0] + counts[1], 60, `the mocks saw ${counts}`);
+		assert.ok(counts[0] > 0 && counts[1] > 0, `both nodes served some: ${counts}`);
+		const remaining = [];
+		for (const r of res) {
+			const h = assertOpenaiLimitHeaders(r, { requests: 60 });
+			if (r.status === 200) remaining.push(h.requests.remaining);
+			else {
+				assertOpenai429(r, 'rate_limit_exceeded');
+				assert.equal(h.requests.remaining, 0);
+			}
+		}
+		remaining.sort((a, b) => a - b);
+		assert.deepEqual(remaining, Array.from({ length: 60 }, (_, i) => i), 'one shared count: each admission saw its own remaining');
+		// either node refuses the account now
+		for (const n of nodes) assertOpenai429(await post(n, 'shared'), 'rate_limit_exceeded');
+	});
+
+	test('tokens_per_minute across both nodes with usage-bearing streams: exactly 10 of 30', async () => {
+		await resetMocks();
+		// each uses exactly 300 and reserves 300 to 319: exactly 10 fit in 3200 (limits.test.mjs)
+		const body = chat({ stream: true, maxTokens: 299 });
+		const res = await spread('tokens', 30, {
+			loops: 30,
+			send: (n, ag) => streamCall({ port: n.port, agent: ag, headers: { ...bearer(KEY.tokens), 'x-mock-tokens': '299' }, body }),
+		});
+		assert.deepEqual(tally(res), { 200: 10, 429: 20 });
+		for (const r of res) {
+			assertOpenaiLimitHeaders(r, { tokens: 3200 });
+			if (r.status === 200) assert.deepEqual(r.usage, { input: 1, output: 299 });
+			else assertOpenai429(r, 'rate_limit_exceeded');
+		}
+		const counts = await upstreamCount();
+		assert.equal(counts[0] + counts[1], 10);
+		// settled in the shared state: 3000 used, 200 left, seen alike from either node
+		await sleep(100);
+		const r = await post(nodes[1], 'tokens', { body: chat({ maxTokens: 10 }), headers: { 'x-mock-tokens': '10' } });
+		assert.equal(r.status, 200, `a small request fits in the 200 left: ${r.text.slice(0, 300)}`);
+		const rem = Number(r.headers['x-ratelimit-remaining-tokens']);
+		assert.ok(rem <= 200 - 11 && rem >= 200 - 11 - 20, `remaining tokens after 3000 used and ~11 reserved: ${rem}`);
+		assertOpenai429(await post(nodes[0], 'tokens', { body: chat({ maxTokens: 299 }) }), 'rate_limit_exceeded');
+	});
+
+	test('every key Meridian keeps in Redis has a TTL', async () => {
+		const keys = (await redis.cli(['--scan'])).split('\n').filter(Boolean);
+		assert.ok(keys.length > 0, 'the limiter keeps its state in Redis');
+		const bad = [];
+		for (const k of keys) {
+			const ttl = Number(await redis.cli(['PTTL', k]));
+			if (!(ttl > 0 && ttl <= 3600 * 1000)) bad.push(`${k}: PTTL ${ttl}`);
+		}
+		assert.deepEqual(bad, [], 'keys without a bounded TTL');
+	});
+
+	test('Redis frozen (SIGSTOP): allow nodes serve within a bounded time, the deny node answers 503 fast', async () => {
+		const log0 = nodes.map((n) => n.gw.proc.stderr.length);
+		redis.freeze();
+		try {
+			const t0 = Date.now();
+			const res = await spread('frozen', 40, { loops: 8, extra: { timeoutMs: 5000 } });
+			const errs = res.filter((r) => r.error);
+			assert.deepEqual(errs.map((r) => r.error.message), [], 'every request answered');
+			assert.deepEqual(tally(res), { 200: 40 }, 'allow: served by the local limits');
+			const slow = res.filter((r) => r.ms > BOUND_MS).map((r) => Math.round(r.ms));
+			assert.deepEqual(slow, [], `answers slower than ${BOUND_MS} ms while Redis is frozen (all 40 took ${Date.now() - t0} ms)`);
+			for (let i = 0; i < 5; i++) {
+				const r = await post(denyNode, 'deny', { timeoutMs: 5000 });
+				assert.equal(r.status, 503, `deny while frozen: ${r.text.slice(0, 300)}`);
+				assert.equal(r.json?.error?.code, 'rate_limiter_unavailable', r.text);
+				assert.ok(r.ms < BOUND_MS, `deny answered in ${r.ms.toFixed(0)} ms`);
+			}
+		} finally {
+			redis.thaw();
+		}
+		// one line per transition, not one per request
+		for (const [i, n] of nodes.entries()) {
+			const lines = n.gw.proc.stderr.slice(log0[i]).split('\n').filter((l) => /redis/i.test(l));
+			assert.ok(lines.length <= 6, `node ${i} logged ${lines.length} Redis lines for 20 requests while frozen:\n${lines.slice(0, 10).join('\n')}`);
+		}
+		await waitShared('after the thaw');
+	});
+
+	test('Redis killed mid-run: every request is answered, none hangs', async () => {
+		let done = 0;
+		const run = spread('midrun', 200, {
+			loops: 8,
+			send: async (n, ag) => {
+				const r = await post(n, 'midrun', { agent: ag, timeoutMs: 5000 });
+				done++;
+				return r;
+			},
+		});
+		await waitFor(() => done >= 40, { timeoutMs: 10000 * SLOW, what: '40 requests through Redis' });
+		await redis.kill();
+		const res = await run;
+		assert.deepEqual(res.filter((r) => r.error).map((r) => r.error.message), [], 'no request failed or hung');
+		const t = tally(res);
+		assert.equal((t[200] ?? 0) + (t[429] ?? 0), 200, JSON.stringify(t));
+		const slow = res.filter((r) => r.ms > BOUND_MS).map((r) => Math.round(r.ms));
+		assert.deepEqual(slow, [], `answers slower than ${BOUND_MS} ms around the kill`);
+		// after the kill each node admits by its own 50/min: at most 60 (shared) + 2 * 50 overall
+		assert.ok((t[200] ?? 0) <= 50 + 2 * 50, JSON.stringify(t));
+	});
+
+	test('Redis down, allow: each node capped by its own memory limit; deny: 503 rate_limiter_unavailable under 1 s', async () => {
+		assert.ok(!redis.alive());
+		await resetMocks();
+		const res = await spread('down', 80, { loops: 8, extra: { timeoutMs: 5000 } });
+		assert.deepEqual(res.filter((r) => r.error).map((r) => r.error.message), []);
+		for (const node of [0, 1]) {
+			const mine = res.filter((r) => r.node === node);
+			const ok = mine.filter((r) => r.status === 200).length;
+			assert.ok(ok >= 1 && ok <= 20, `node ${node} admitted ${ok} of ${mine.length}: served, at most its own 20/min`);
+			for (const r of mine) {
+				assertOpenaiLimitHeaders(r, { requests: 20 });
+				if (r.status !== 200) assertOpenai429(r, 'rate_limit_exceeded');
+			}
+		}
+		const slow = res.filter((r) => r.ms > BOUND_MS).map((r) => Math.round(r.ms));
+		assert.deepEqual(slow, [], `answers slower than ${BOUND_MS} ms with Redis down`);
+		const n0 = (await mocks[0].stats()).requests;
+		for (let i = 0; i < 10; i++) {
+			const r = await post(denyNode, 'deny', { timeoutMs: 5000 });
+			assert.equal(r.status, 503, r.text.slice(0, 300));
+			assert.equal(r.json?.error?.code, 'rate_limiter_unavailable', r.text);
+			assert.ok(r.ms < 1000, `deny answered in ${r.ms.toFixed(0)} ms`);
+		}
+		assert.equal((await mocks[0].stats()).requests, n0, 'a denied request never reaches the upstream');
+		for (const n of [...nodes, denyNode]) assert.ok(n.gw.proc.alive(), 'no node crashed');
+	});
+
+	test('Redis restarted (empty): shared limiting resumes, exact again', async () => {
+		await redis.restart();
+		const t0 = Date.now();
+		await waitShared('after the restart');
+		const back = Date.now() - t0;
+		assert.ok(back <= 5000 * SLOW, `back on Redis ${back} ms after it returned`);
+		await resetMocks();
+		const res = await spread('again', 75);
+		assert.deepEqual(tally(res), { 200: 30, 429: 45 });
+		const counts = await upstreamCount();
+		assert.equal(counts[0] + counts[1], 30);
+		const r = await post(denyNode, 'again');
+		assertOpenai429(r, 'rate_limit_exceeded');
+		// and the deny node serves again
+		assert.equal((await post(denyNode, 'deny')).status, 200);
+		const keys = (await redis.cli(['--scan'])).split('\n').filter(Boolean);
+		for (const k of keys) assert.ok(Number(await redis.cli(['PTTL', k])) > 0, `${k} has a TTL`);
+	});
+});
