@@ -18,6 +18,8 @@ import sys
 
 THROUGHPUT_MIN = 0.95   # routed req/s at least 95% of the baseline's
 LATENCY_MAX = 1.05      # routed p50 and p99 at most 105% of the baseline's
+DISTURBED = 0.05        # a run during which other processes used more than 5% of a core
+MIN_CLEAN = 3           # medians over undisturbed runs only when at least this many are
 
 BEGIN = "<!-- routing section: written by bench/run (bench/routing.py) -->"
 END = "<!-- end of routing section -->"
@@ -26,7 +28,9 @@ ROWS = [
     ("base", "one deployment (baseline)"),
     ("routed", "three regions, routed"),
     ("affinity", "three regions, half with x-grok-conv-id"),
+    ("base2", "one deployment again (A/A)"),
 ]
+ROUTED = ("routed", "affinity")   # the rows on the routed gateway, held to the target
 REGIONS = ["us-east-1", "us-west-1", "eu-west-1"]
 EXPECTED = "us-east-1"
 
@@ -61,6 +65,23 @@ def errors(r):
     return sum(r["wrk"]["errors"].values())
 
 
+def others_cpu(r):
+    """What other processes used during the run, in cores: the machine's busy time less that of
+    the gateways, the origin and wrk."""
+    wall = r["wall_ns"] / 1e6
+    return (r["busy_ms"] - r["ours_ms"]) / wall if wall and "busy_ms" in r else 0.0
+
+
+def disturbed(r):
+    return others_cpu(r) > DISTURBED
+
+
+def kept(rs):
+    """The undisturbed runs when at least MIN_CLEAN are, else all of them."""
+    ok = [r for r in rs if not disturbed(r)]
+    return ok if len(ok) >= MIN_CLEAN else rs
+
+
 METRICS = [
     # name, per-run value, better when higher, target check on the ratio (None: reported only)
     ("throughput", rps, True, lambda x: x >= THROUGHPUT_MIN, ">= %.2f" % THROUGHPUT_MIN),
@@ -81,6 +102,7 @@ def section(args, runs, checks, before, after):
     for r in measured:
         cells.setdefault((r["row"], r["conns"]), {})[r["round"]] = r
     verdict = []
+    aa = []    # (measure, A/A ratio, inside the target's band)
     out = [BEGIN, "## Routing: what locating, ranking and failover cost", ""]
 
     if args.alone:
@@ -111,16 +133,24 @@ def section(args, runs, checks, before, after):
         "`x-client-location: %s` (Washington, DC), so every one is located from the header and "
         "ranks three candidates; it runs in us-east-1. **Affinity**: the same gateway, every "
         "second request with `x-grok-conv-id` (1000 conversations per wrk thread), each looked up "
-        "and recorded again." % args.location,
+        "and recorded again. **A/A**: the baseline once more in every round, compared with "
+        "itself: how far apart two identical runs come out here, the resolution of the other "
+        "ratios." % args.location,
         "- Load: wrk with `bench/route.lua` on every row (the baseline's requests carry the same "
         "header, which it passes upstream unread, so the bytes and wrk's own work are equal), 1 "
         "connection on 1 thread and 32 on 2 threads, %s s per run after a 1 s warm-up, %s rounds "
-        "that interleave the three rows in rotating order. Each cell shows the **median of its %s "
+        "that interleave the four rows in rotating order. Each cell shows the **median of its %s "
         "runs**; each ratio is the median over rounds of that round's routed / baseline, runs "
         "adjacent in time, so that a neighbour's burst on this shared 2-core machine falls on both "
         "sides of a ratio. Load averages seen: %s." % (
             args.seconds, args.rounds, args.rounds,
             "%.2f to %.2f (1-minute)" % (min(loads), max(loads)) if loads else "unknown"),
+        "- Disturbed runs are left out: during each run the script compares the machine's busy "
+        "time (`/proc/stat`) with that of the gateways, the origin and wrk; a run during which "
+        "other processes used more than %d%% of a core is ~~struck out~~ below and left out of "
+        "the medians, and a round's ratio is left out when either of its two runs is, as long as "
+        "%d runs (ratios) remain; otherwise all count and the cell says so." % (
+            DISTURBED * 100, MIN_CLEAN),
         "- " + pin + " CPU/req: the gateway process's CPU time (all threads, from "
         "`/proc/PID/task/*/schedstat`, in ns) over the run, divided by completed requests.",
         "- Target (issue 3): routing costs at most 5%%: routed throughput >= %.2fx the baseline's, "
@@ -128,8 +158,8 @@ def section(args, runs, checks, before, after):
         "request; every request processed in the region its location picks." % (
             THROUGHPUT_MIN, LATENCY_MAX),
         "",
-        "| row | conns | req/s | req/s by round | p50 | p99 | errors | CPU/req | RSS / peak |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| row | conns | req/s | req/s by round | p50 | p99 | errors | CPU/req | others' CPU by round | RSS / peak |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for conns in (1, 32):
         for row, label in ROWS:
@@ -137,29 +167,43 @@ def section(args, runs, checks, before, after):
             if not c:
                 continue
             rs = [c[k] for k in sorted(c)]
+            ks = kept(rs)
+            strike = lambda text, r: "~~%s~~" % text if r not in ks else text
             errs = sum(errors(r) for r in rs)
-            out.append("| %s | %d | %.0f | %s | %.0f us | %.0f us | %s | %.1f us | %.1f / %.1f MiB |" % (
-                label, conns, median([rps(r) for r in rs]), " ".join("%.0f" % rps(r) for r in rs),
-                median([r["wrk"]["latency_us"]["p50"] for r in rs]),
-                median([r["wrk"]["latency_us"]["p99"] for r in rs]),
-                errs if not errs else "**%d**" % errs, median([cpu_us(r) for r in rs]),
+            out.append("| %s | %d | %.0f | %s | %.0f us | %.0f us | %s | %.1f us | %s | %.1f / %.1f MiB |" % (
+                label, conns, median([rps(r) for r in ks]),
+                " ".join(strike("%.0f" % rps(r), r) for r in rs),
+                median([r["wrk"]["latency_us"]["p50"] for r in ks]),
+                median([r["wrk"]["latency_us"]["p99"] for r in ks]),
+                errs if not errs else "**%d**" % errs, median([cpu_us(r) for r in ks]),
+                " ".join("%.0f%%" % (100 * others_cpu(r)) for r in rs) +
+                (" (all kept: too few undisturbed)" if ks is rs and any(disturbed(r) for r in rs) else ""),
                 rs[-1]["rss_kib"] / 1024, max(r["hwm_kib"] for r in rs) / 1024))
-    out += ["", "| measure | conns | routed / baseline | affinity / baseline | by round (routed; affinity) | target |",
-            "|---|--:|--:|--:|---|---|"]
+    out += ["", "| measure | conns | routed / baseline | affinity / baseline | A/A | by round (routed; affinity; A/A) | target |",
+            "|---|--:|--:|--:|--:|---|---|"]
     for name, fn, _, ok, target in METRICS:
         for conns in (1, 32):
             base = cells.get(("base", conns), {})
             cols, by_round = [], []
-            for row in ("routed", "affinity"):
+            for row in ROUTED + ("base2",):
                 c = cells.get((row, conns), {})
-                ratios = [fn(c[k]) / fn(base[k]) for k in sorted(c) if k in base and fn(base[k])]
-                m = median(ratios) if ratios else None
+                pairs = [(fn(c[k]) / fn(base[k]), disturbed(c[k]) or disturbed(base[k]))
+                         for k in sorted(c) if k in base and fn(base[k])]
+                use = [x for x, d in pairs if not d]
+                if len(use) < MIN_CLEAN:
+                    use = [x for x, _ in pairs]
+                m = median(use) if use else None
                 cols.append(m)
-                by_round.append(" ".join("%.3f" % x for x in ratios))
-                if ok is not None:
+                by_round.append(" ".join("~~%.3f~~" % x if d and len(use) < len(pairs) else "%.3f" % x
+                                         for x, d in pairs) +
+                                (" (all)" if len(use) == len(pairs) and any(d for _, d in pairs) else ""))
+                if ok is not None and row == "base2" and m is not None:
+                    aa.append(("%s at %d conn" % (name, conns), "%.3f" % m,
+                               ok(m) and ok(1.0 / m) if m else False))
+                if ok is not None and row in ROUTED:
                     verdict.append(("%s at %d conn, %s / baseline %s" % (name, conns, row, target),
                                     "n/a" if m is None else "%.3f" % m, m is not None and ok(m)))
-            out.append("| %s | %d | %s | %s | %s | %s |" % (
+            out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
                 name, conns, *["n/a" if m is None else "%.3f" % m for m in cols],
                 "; ".join(by_round), target))
     out.append("")
@@ -169,8 +213,8 @@ def section(args, runs, checks, before, after):
     errs = sum(errors(r) for r in runs)
     verdict.append(("no failed request (non-2xx, socket errors, timeouts) in %d wrk runs" % len(runs),
                     str(errs), errs == 0))
-    wrk_n = sum(r["wrk"]["requests"] for r in runs if r["row"] != "base")
-    slack = sum(r["conns"] for r in runs if r["row"] != "base")
+    wrk_n = sum(r["wrk"]["requests"] for r in runs if r["row"] in ROUTED)
+    slack = sum(r["conns"] for r in runs if r["row"] in ROUTED)
     d = {reg: {k: after[reg][k] - before[reg][k] for k in ("requests", "failures")} for reg in REGIONS}
     for reg in REGIONS:
         d[reg]["probes_ok"] = after[reg]["probe"]["ok"] - before[reg]["probe"]["ok"]
@@ -216,6 +260,16 @@ def section(args, runs, checks, before, after):
     out += profile_section(args, cells)
     for name, val, ok in verdict:
         out.append("- **%s** %s: %s" % ("PASS" if ok else "FAIL", name, val))
+    if aa:
+        off = [n for n, x, ok in aa if not ok]
+        out.append("- Resolution of this run: the A/A ratios (the baseline against itself) are %s; "
+                   "%s%s." % (
+                       ", ".join("%s %s" % (n, x) for n, x, _ in aa),
+                       "all inside the target's bands" if not off else
+                       "outside the target's bands: %s" % ", ".join(off),
+                       "" if not off else "; there two identical runs differ by more than the "
+                       "target, and a routed ratio off by no more than that is this machine's "
+                       "noise, not a cost of routing (the profile above measures that cost)"))
     out += ["", END]
     return out, verdict
 
