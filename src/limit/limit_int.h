@@ -74,8 +74,11 @@ void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struc
 void limit__redis_cancel(struct limit_redis *r, struct limit_ticket *t);
 void limit__redis_finish(struct limit_redis *r, struct limit_acct *s, const struct limit_ticket *t,
 			 uint64_t used);
-/* The handshake is done and nothing has failed since (for tests). */
+/* For tests: the handshake is done and nothing has failed since; no call is outstanding. */
 bool limit__redis_up(const struct limit_redis *r);
+bool limit__redis_idle(const struct limit_redis *r);
+/* Every call's deadline (50 ms); tests of exactness on a loaded machine raise it. */
+extern uint64_t limit__redis_deadline_ms;
 
 struct limiter {
 	uv_loop_t *loop;

@@ -183,6 +183,8 @@ struct limit_redis {
 	size_t ngiveback;
 };
 
+uint64_t limit__redis_deadline_ms = DEADLINE_MS;
+
 static uv_once_t sha_once = UV_ONCE_INIT;
 static char admit_sha[41], finish_sha[41];
 /* Limiters that find Redis away: the first one logs "away", the last one back logs "back". */
@@ -428,7 +430,7 @@ static bool send_admit(struct limit_redis *r, struct rcall *k)
 	argv[8] = est;
 	argv[9] = member;
 	argv[10] = lease;
-	return call_send(r, k, 11, argv, DEADLINE_MS);
+	return call_send(r, k, 11, argv, limit__redis_deadline_ms);
 }
 
 static bool send_finish(struct limit_redis *r, struct rcall *k)
@@ -449,7 +451,7 @@ static bool send_finish(struct limit_redis *r, struct rcall *k)
 	argv[6] = reserved;
 	argv[7] = used;
 	argv[8] = member;
-	return call_send(r, k, 9, argv, DEADLINE_MS);
+	return call_send(r, k, 9, argv, limit__redis_deadline_ms);
 }
 
 /* A finish that only frees a slot (sec 0 has left any window, and used == reserved). */
@@ -833,8 +835,9 @@ static void on_deadline(uv_timer_t *h)
 
 	if (r->head && r->head->deadline <= now && r->ac) {
 		redisAsyncContext *ac = r->ac;
-		snprintf(why, sizeof(why), "no answer within %d ms",
-			 r->head->kind == CALL_SETUP ? CONNECT_DEADLINE_MS : DEADLINE_MS);
+		snprintf(why, sizeof(why), "no answer within %llu ms",
+			 (unsigned long long)(r->head->kind == CALL_SETUP ?
+					      CONNECT_DEADLINE_MS : limit__redis_deadline_ms));
 		conn_lost(r, ac, why);
 		redisAsyncFree(ac);   /* answers every pending call with NULL */
 	}
@@ -886,6 +889,11 @@ const char *limit__redis_url(const struct limit_redis *r)
 bool limit__redis_up(const struct limit_redis *r)
 {
 	return r && r->up;
+}
+
+bool limit__redis_idle(const struct limit_redis *r)
+{
+	return !r || (!r->head && !r->held);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -958,7 +966,7 @@ void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struc
 	k->deny = deny;
 	if (!r->up) {
 		/* the first handshake is under way: wait for it, up to a call's deadline */
-		k->deadline = mono_ms() + DEADLINE_MS;
+		k->deadline = mono_ms() + limit__redis_deadline_ms;
 		if (r->held_tail)
 			r->held_tail->next = k;
 		else

@@ -1,0 +1,698 @@
+/* test_limit_redis.c - the Redis limiter against a real redis-server: exactness, TTLs, faults */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "conf/conf.h"
+#include "limit/limit.h"
+#include "limit/limit_int.h"
+
+#define PASSWORD "s3cret"
+#define DB 2
+
+extern char **environ;
+
+static struct {
+	bool skip;
+	int port;
+	pid_t pid;
+	char url[128];
+} R;
+
+/* --- the Redis server the tests start --------------------------------------------------- */
+
+static bool have_redis_server(void)
+{
+	const char *path = getenv("PATH");
+	char buf[4096];
+
+	if (!path)
+		path = "/usr/bin:/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+		snprintf(buf, sizeof(buf), "%.*s/redis-server", (int)n, path);
+		if (access(buf, X_OK) == 0)
+			return true;
+		path += n;
+		if (*path == ':')
+			path++;
+	}
+	return false;
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		abort();
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static redisContext *blocking(void)
+{
+	struct timeval tv = {1, 0};
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", R.port, tv);
+	redisReply *rep;
+
+	if (!c || c->err) {
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	redisSetTimeout(c, tv);
+	rep = redisCommand(c, "AUTH %s", PASSWORD);
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		if (rep)
+			freeReplyObject(rep);
+		redisFree(c);
+		return NULL;
+	}
+	freeReplyObject(rep);
+	rep = redisCommand(c, "SELECT %d", DB);
+	if (rep)
+		freeReplyObject(rep);
+	return c;
+}
+
+static void redis_start(void)
+{
+	char port[16];
+	char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", "no", "--requirepass", PASSWORD, "--dir", "/tmp",
+			"--loglevel", "warning", NULL};
+	posix_spawn_file_actions_t fa;
+
+	snprintf(port, sizeof(port), "%d", R.port);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	if (posix_spawnp(&R.pid, "redis-server", &fa, NULL, argv, environ) != 0)
+		fail_msg("cannot start redis-server");
+	posix_spawn_file_actions_destroy(&fa);
+	for (int i = 0; i < 500; i++) {
+		redisContext *c = blocking();
+		if (c) {
+			redisFree(c);
+			return;
+		}
+		usleep(10000);
+	}
+	fail_msg("redis-server on port %d did not come up", R.port);
+}
+
+static void redis_kill(void)
+{
+	if (R.pid > 0) {
+		kill(R.pid, SIGKILL);
+		waitpid(R.pid, NULL, 0);
+		R.pid = 0;
+	}
+}
+
+static void redis_cmd(const char *cmd)
+{
+	redisContext *c = blocking();
+	assert_non_null(c);
+	redisReply *rep = redisCommand(c, cmd);
+	assert_non_null(rep);
+	assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+	freeReplyObject(rep);
+	redisFree(c);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	signal(SIGPIPE, SIG_IGN);
+	if (!have_redis_server()) {
+		fprintf(stderr, "test_limit_redis: redis-server is not installed (scripts/setup "
+				"installs it); skipping the Redis tests\n");
+		R.skip = true;
+		return 0;
+	}
+	R.port = free_port();
+	snprintf(R.url, sizeof(R.url), "redis://:%s@127.0.0.1:%d/%d", PASSWORD, R.port, DB);
+	redis_start();
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	redis_kill();
+	limit_shutdown();
+	return 0;
+}
+
+/* --- loops and limiters ------------------------------------------------------------------ */
+
+static void tick(uv_timer_t *h)
+{
+	(void)h;
+}
+
+/* Runs loop until cond holds or timeout_ms passed; returns cond. */
+static bool run_until(uv_loop_t *loop, bool (*cond)(void *), void *arg, uint64_t timeout_ms)
+{
+	uv_timer_t t;
+	uint64_t end = uv_hrtime() + timeout_ms * 1000000u;
+	bool ok;
+
+	uv_timer_init(loop, &t);
+	uv_timer_start(&t, tick, 5, 5);
+	while (!(ok = cond(arg)) && uv_hrtime() < end)
+		uv_run(loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	return ok;
+}
+
+static bool is_up(void *l)
+{
+	return limit__redis_up(((struct limiter *)l)->redis);
+}
+
+static bool is_idle(void *l)
+{
+	return limit__redis_idle(((struct limiter *)l)->redis);
+}
+
+static struct conf redis_conf(bool deny)
+{
+	struct conf c;
+	memset(&c, 0, sizeof(c));
+	c.ratelimit_backend = CONF_BACKEND_REDIS;
+	c.ratelimit_deny_on_redis_error = deny;
+	c.redis_url = R.url;
+	c.routing.total_timeout_ms = 600000;
+	return c;
+}
+
+static struct conf_account account(const char *id, uint64_t rpm, uint64_t tpm, uint64_t maxc)
+{
+	return (struct conf_account){
+		.id = (char *)id,
+		.limits = {.requests_per_minute = rpm, .tokens_per_minute = tpm,
+			   .max_concurrent = maxc},
+	};
+}
+
+struct answer {
+	int calls;
+	enum limit_verdict v;
+	struct limit_view view;
+	uint64_t at_ns;
+};
+
+static void on_done(struct limit_ticket *t, enum limit_verdict v, const struct limit_view *view,
+		    void *ud)
+{
+	struct answer *a = ud;
+	(void)t;
+	a->calls++;
+	a->v = v;
+	a->view = *view;
+	a->at_ns = uv_hrtime();
+}
+
+static bool answered(void *a)
+{
+	return ((struct answer *)a)->calls > 0;
+}
+
+struct node {
+	uv_loop_t loop;
+	struct conf conf;
+	struct limiter *l;
+};
+
+static void node_start(struct node *n, bool deny)
+{
+	uv_loop_init(&n->loop);
+	n->conf = redis_conf(deny);
+	n->l = limiter_new(&n->loop, &n->conf);
+	if (!run_until(&n->loop, is_up, n->l, 5000))
+		fail_msg("the limiter did not connect to %s", R.url);
+}
+
+static void node_stop(struct node *n)
+{
+	run_until(&n->loop, is_idle, n->l, 2000);
+	limiter_free(n->l);
+	uv_run(&n->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&n->loop), 0);
+}
+
+/* One admission, run to its answer; returns the elapsed milliseconds. */
+static uint64_t admit_wait(struct node *n, const struct conf *c, const struct conf_account *a,
+			   uint64_t est, struct limit_ticket *t, struct answer *ans)
+{
+	uint64_t t0 = uv_hrtime();
+	memset(ans, 0, sizeof(*ans));
+	limit_admit(n->l, c, a, est, t, on_done, ans);
+	if (!run_until(&n->loop, answered, ans, 5000))
+		fail_msg("no answer in 5 s");
+	assert_int_equal(ans->calls, 1);
+	assert_false(t->pending);
+	return (ans->at_ns - t0) / 1000000u;
+}
+
+static long long redis_int(redisContext *c, const char *fmt, const char *arg)
+{
+	redisReply *rep = redisCommand(c, fmt, arg);
+	long long v;
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+	v = rep->integer;
+	freeReplyObject(rep);
+	return v;
+}
+
+/* Every key the limiter wrote has a TTL; returns how many there are. */
+static size_t check_ttls(void)
+{
+	redisContext *c = blocking();
+	redisReply *keys;
+	size_t n;
+
+	assert_non_null(c);
+	keys = redisCommand(c, "KEYS meridian:rl:*");
+	assert_non_null(keys);
+	assert_int_equal(keys->type, REDIS_REPLY_ARRAY);
+	n = keys->elements;
+	for (size_t i = 0; i < n; i++) {
+		long long ttl = redis_int(c, "PTTL %s", keys->element[i]->str);
+		if (ttl < 0)
+			fail_msg("key %s has no TTL (%lld)", keys->element[i]->str, ttl);
+	}
+	freeReplyObject(keys);
+	redisFree(c);
+	return n;
+}
+
+#define SKIP_WITHOUT_REDIS()                                                                \
+	do {                                                                                \
+		if (R.skip)                                                                 \
+			skip();                                                             \
+	} while (0)
+
+/* --- two nodes, one budget --------------------------------------------------------------- */
+
+#define PER_NODE 75
+
+struct node_run {
+	uv_barrier_t *start;
+	const struct conf_account *a;
+	int admitted, local;
+	struct limit_view last;
+};
+
+static bool all_answered(void *arg)
+{
+	struct answer *as = arg;
+	for (int i = 0; i < PER_NODE; i++)
+		if (!as[i].calls)
+			return false;
+	return true;
+}
+
+static void node_thread(void *arg)
+{
+	struct node_run *nr = arg;
+	struct node n;
+	struct limit_ticket t[PER_NODE];
+	struct answer as[PER_NODE];
+
+	memset(as, 0, sizeof(as));
+	node_start(&n, false);
+	uv_barrier_wait(nr->start);
+	/* all at once: pipelined on the node's one connection */
+	for (int i = 0; i < PER_NODE; i++)
+		limit_admit(n.l, &n.conf, nr->a, 0, &t[i], on_done, &as[i]);
+	if (!run_until(&n.loop, all_answered, as, 10000))
+		abort();
+	for (int i = 0; i < PER_NODE; i++) {
+		if (as[i].calls != 1)
+			abort();
+		if (as[i].v == LIMIT_OK) {
+			nr->admitted++;
+			nr->local += t[i].local;
+			nr->last = as[i].view;
+			limit_finish(n.l, &n.conf, &t[i], 0);
+		} else if (as[i].v != LIMIT_REQUESTS || as[i].view.retry_after_ms == 0 ||
+			   as[i].view.retry_after_ms > 60000 || as[i].view.requests_remaining) {
+			abort();
+		}
+	}
+	node_stop(&n);
+}
+
+static void test_two_nodes_share_one_budget(void **state)
+{
+	struct conf_account a = account("shared", 60, 0, 0);
+	struct node_run nr[2];
+	uv_thread_t th[2];
+	uv_barrier_t start;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	limit__redis_deadline_ms = 2000;   /* exactness here, not deadlines */
+	uv_barrier_init(&start, 2);
+	for (int i = 0; i < 2; i++) {
+		nr[i] = (struct node_run){.start = &start, .a = &a};
+		assert_int_equal(uv_thread_create(&th[i], node_thread, &nr[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		uv_thread_join(&th[i]);
+	uv_barrier_destroy(&start);
+	limit__redis_deadline_ms = 50;
+
+	assert_int_equal(nr[0].admitted + nr[1].admitted, 60);
+	assert_int_equal(nr[0].local + nr[1].local, 0);
+	assert_true(check_ttls() >= 1);
+
+	redisContext *c = blocking();
+	redisReply *h = redisCommand(c, "HVALS meridian:rl:{shared}:w");
+	long long sum = 0;
+	assert_int_equal(h->type, REDIS_REPLY_ARRAY);
+	for (size_t i = 0; i < h->elements; i++)
+		sum += strtoll(h->element[i]->str, NULL, 10);
+	assert_int_equal(sum, 60);
+	freeReplyObject(h);
+	redisFree(c);
+}
+
+/* --- tokens, concurrency, view, TTLs ----------------------------------------------------- */
+
+static void test_tokens_and_concurrency_in_redis(void **state)
+{
+	struct conf_account a = account("tok", 100, 1000, 2);
+	struct limit_ticket t1, t2, t3, t4;
+	struct answer ans;
+	struct node n;
+	redisContext *c;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+
+	admit_wait(&n, &n.conf, &a, 400, &t1, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_false(t1.local);
+	assert_true(t1.admitted);
+	assert_int_equal(ans.view.requests_limit, 100);
+	assert_int_equal(ans.view.requests_remaining, 99);
+	assert_int_equal(ans.view.tokens_remaining, 600);
+	assert_true(ans.view.tokens_reset_ms > 58000 && ans.view.tokens_reset_ms <= 60000);
+	assert_int_equal(t1.second * 1000 / 1000, t1.second);
+
+	admit_wait(&n, &n.conf, &a, 400, &t2, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_int_equal(ans.view.tokens_remaining, 200);
+	/* the third does not fit in tokens and finds both slots taken */
+	admit_wait(&n, &n.conf, &a, 400, &t3, &ans);
+	assert_int_equal(ans.v, LIMIT_TOKENS);
+	assert_true(ans.view.retry_after_ms >= 1000 && ans.view.retry_after_ms <= 60000);
+	admit_wait(&n, &n.conf, &a, 1, &t3, &ans);
+	assert_int_equal(ans.v, LIMIT_CONCURRENCY);
+	assert_int_equal(ans.view.retry_after_ms, 1000);
+
+	c = blocking();
+	assert_int_equal(redis_int(c, "ZCARD %s", "meridian:rl:{tok}:c"), 2);
+
+	/* t1 used 50: 400 + 50 counted, one slot free */
+	limit_finish(n.l, &n.conf, &t1, 50);
+	admit_wait(&n, &n.conf, &a, 500, &t3, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_int_equal(ans.view.tokens_remaining, 1000 - 450 - 500);
+	assert_int_equal(ans.view.requests_remaining, 97);
+	/* settled up: t2 used 2000 */
+	limit_finish(n.l, &n.conf, &t2, 2000);
+	limit_finish(n.l, &n.conf, &t3, 500);
+	assert_true(run_until(&n.loop, is_idle, n.l, 2000));
+	assert_int_equal(redis_int(c, "ZCARD %s", "meridian:rl:{tok}:c"), 0);
+	admit_wait(&n, &n.conf, &a, 0, &t4, &ans);
+	assert_int_equal(ans.v, LIMIT_TOKENS);
+	assert_int_equal(ans.view.tokens_remaining, 0);
+
+	/* the view matches the hash */
+	redisReply *h = redisCommand(c, "HGETALL meridian:rl:{tok}:w");
+	long long req = 0, tok = 0;
+	for (size_t i = 0; i + 1 < h->elements; i += 2) {
+		long long v = strtoll(h->element[i + 1]->str, NULL, 10);
+		if (strchr(h->element[i]->str, ':'))
+			tok += v;
+		else
+			req += v;
+	}
+	freeReplyObject(h);
+	assert_int_equal(req, 3);
+	assert_int_equal(tok, 50 + 2000 + 500);
+	redisFree(c);
+	assert_true(check_ttls() >= 2);
+	node_stop(&n);
+}
+
+static void test_cancel_gives_the_admission_back(void **state)
+{
+	struct conf_account a = account("cancel", 0, 0, 1);
+	struct limit_ticket t1, t2;
+	struct answer a1 = {0}, ans;
+	struct node n;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	limit_admit(n.l, &n.conf, &a, 0, &t1, on_done, &a1);
+	assert_true(t1.pending);
+	limit_cancel(&t1);
+	assert_false(t1.pending);
+	memset(&t1, 0xa5, sizeof(t1));   /* the request and its ticket are gone */
+	assert_true(run_until(&n.loop, is_idle, n.l, 2000));
+	assert_int_equal(a1.calls, 0);
+	/* its slot was given back, so the one slot is free */
+	admit_wait(&n, &n.conf, &a, 0, &t2, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	limit_finish(n.l, &n.conf, &t2, 0);
+	node_stop(&n);
+}
+
+static void test_noscript_after_script_flush(void **state)
+{
+	struct conf_account a = account("flush", 10, 1000, 0);
+	struct limit_ticket t1, t2;
+	struct answer ans;
+	struct node n;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	admit_wait(&n, &n.conf, &a, 100, &t1, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	redis_cmd("SCRIPT FLUSH");
+	admit_wait(&n, &n.conf, &a, 100, &t2, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_false(t2.local);
+	assert_int_equal(ans.view.requests_remaining, 8);
+	assert_int_equal(ans.view.tokens_remaining, 800);
+	redis_cmd("SCRIPT FLUSH");
+	limit_finish(n.l, &n.conf, &t1, 0);   /* the finish script is gone too */
+	limit_finish(n.l, &n.conf, &t2, 0);
+	assert_true(run_until(&n.loop, is_idle, n.l, 2000));
+	admit_wait(&n, &n.conf, &a, 0, &t1, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_false(t1.local);
+	assert_int_equal(ans.view.tokens_remaining, 1000);
+	limit_finish(n.l, &n.conf, &t1, 0);
+	node_stop(&n);
+}
+
+/* --- faults ------------------------------------------------------------------------------ */
+
+/* What a node does while Redis cannot answer: allow admits locally, deny refuses; each answer
+ * within the deadline and a little. */
+static void check_away(struct node *n, const char *id)
+{
+	struct conf deny = redis_conf(true);
+	struct conf_account a = account(id, 3, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+	int ok = 0;
+
+	for (int i = 0; i < 5; i++) {
+		uint64_t ms = admit_wait(n, &n->conf, &a, 0, &t, &ans);
+		assert_true(ms <= 50 + 150);
+		if (ans.v == LIMIT_OK) {
+			assert_true(t.local);
+			ok++;
+			limit_finish(n->l, &n->conf, &t, 0);
+		} else {
+			assert_int_equal(ans.v, LIMIT_REQUESTS);
+		}
+	}
+	/* the memory limiter holds the node to the account's limits */
+	assert_int_equal(ok, 3);
+	for (int i = 0; i < 3; i++) {
+		uint64_t ms = admit_wait(n, &deny, &a, 0, &t, &ans);
+		assert_true(ms <= 50 + 150);
+		assert_int_equal(ans.v, LIMIT_UNAVAILABLE);
+		assert_false(t.admitted);
+	}
+}
+
+static void check_back(struct node *n, const char *id)
+{
+	struct conf_account a = account(id, 100, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+
+	if (!run_until(&n->loop, is_up, n->l, 10000))
+		fail_msg("the limiter did not come back to Redis");
+	admit_wait(n, &n->conf, &a, 0, &t, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_false(t.local);
+	limit_finish(n->l, &n->conf, &t, 0);
+}
+
+static void test_frozen_redis(void **state)
+{
+	struct conf_account a = account("frozen", 100, 0, 5);
+	struct limit_ticket t1, t2;
+	struct answer ans;
+	struct node n;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	admit_wait(&n, &n.conf, &a, 0, &t1, &ans);   /* a Redis ticket across the freeze */
+	assert_false(t1.local);
+	kill(R.pid, SIGSTOP);
+	/* the first admission finds out: it waits for its deadline */
+	uint64_t ms = admit_wait(&n, &n.conf, &a, 0, &t2, &ans);
+	assert_true(ms >= 40 && ms <= 50 + 150);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_true(t2.local);
+	limit_finish(n.l, &n.conf, &t2, 0);
+	check_away(&n, "frozen-away");
+	limit_finish(n.l, &n.conf, &t1, 0);   /* dropped: Redis is away */
+	kill(R.pid, SIGCONT);
+	check_back(&n, "frozen-back");
+	check_ttls();
+	node_stop(&n);
+}
+
+static void test_killed_and_restarted_redis(void **state)
+{
+	struct node n;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	redis_kill();
+	check_away(&n, "killed-away");
+	redis_start();
+	check_back(&n, "killed-back");
+	check_ttls();
+	node_stop(&n);
+}
+
+static void test_free_answers_pending_admissions(void **state)
+{
+	struct conf_account a = account("freeing", 100, 0, 0);
+	struct limit_ticket t[3];
+	struct answer as[3];
+	struct node n;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	memset(as, 0, sizeof(as));
+	node_start(&n, false);
+	for (int i = 0; i < 3; i++)
+		limit_admit(n.l, &n.conf, &a, 0, &t[i], on_done, &as[i]);
+	limiter_free(n.l);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(as[i].calls, 1);
+		assert_int_equal(as[i].v, LIMIT_OK);
+		assert_true(t[i].local);
+	}
+	uv_run(&n.loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&n.loop), 0);
+}
+
+static void test_wrong_password_and_no_server(void **state)
+{
+	char url[128];
+	struct conf_account a = account("nopass", 1, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+	struct node n;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	/* a wrong password: the handshake fails, the node limits locally */
+	snprintf(url, sizeof(url), "redis://:wrong@127.0.0.1:%d/%d", R.port, DB);
+	uv_loop_init(&n.loop);
+	n.conf = redis_conf(false);
+	n.conf.redis_url = url;
+	n.l = limiter_new(&n.loop, &n.conf);
+	uint64_t ms = admit_wait(&n, &n.conf, &a, 0, &t, &ans);
+	assert_true(ms <= 50 + 150);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_true(t.local);
+	limit_finish(n.l, &n.conf, &t, 0);
+	assert_false(run_until(&n.loop, is_up, n.l, 300));
+
+	/* a reload to a port where nothing listens, then to the right URL */
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d", free_port());
+	n.conf.redis_url = url;
+	limiter_set_conf(n.l, &n.conf);
+	assert_false(run_until(&n.loop, is_up, n.l, 300));
+	admit_wait(&n, &n.conf, &a, 0, &t, &ans);
+	assert_true(t.local);
+	n.conf.redis_url = R.url;
+	limiter_set_conf(n.l, &n.conf);
+	assert_true(run_until(&n.loop, is_up, n.l, 5000));
+	/* and back to memory */
+	n.conf.ratelimit_backend = CONF_BACKEND_MEMORY;
+	limiter_set_conf(n.l, &n.conf);
+	assert_null(n.l->redis);
+	node_stop(&n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_two_nodes_share_one_budget),
+		cmocka_unit_test(test_tokens_and_concurrency_in_redis),
+		cmocka_unit_test(test_cancel_gives_the_admission_back),
+		cmocka_unit_test(test_noscript_after_script_flush),
+		cmocka_unit_test(test_free_answers_pending_admissions),
+		cmocka_unit_test(test_wrong_password_and_no_server),
+		cmocka_unit_test(test_frozen_redis),
+		cmocka_unit_test(test_killed_and_restarted_redis),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
