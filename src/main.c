@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth/key.h"
 #include "conf/conf.h"
 #include "core/log.h"
 #include "mock/mock.h"
@@ -14,6 +15,7 @@ static void usage(FILE *f)
 	      "  serve  [-c meridian.yaml]   run the gateway\n"
 	      "  check  [-c meridian.yaml]   validate a config and print what it says\n"
 	      "  mock   [options]            an OpenAI- and Anthropic-compatible test upstream\n"
+	      "  key    new | hash KEY       make a gateway key, or hash one for the config\n"
 	      "  version                     print the version\n"
 	      "\n"
 	      "`meridian <command> --help` describes a command's options.\n",
@@ -42,6 +44,8 @@ int main(int argc, char **argv)
 		return conf_check_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "mock"))
 		return mock_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "key"))
+		return key_main(argc - 1, argv + 1);
 	fprintf(stderr, "meridian: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;

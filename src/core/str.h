@@ -37,6 +37,12 @@ static inline bool iov_starts(struct iov a, const char *lit)
 	return a.len >= n && memcmp(a.base, lit, n) == 0;
 }
 
+static inline bool iov_starts_ci(struct iov a, const char *lit)
+{
+	size_t n = strlen(lit);
+	return a.len >= n && strncasecmp(a.base, lit, n) == 0;
+}
+
 /* Parses a non-negative decimal integer spanning all of s; -1 if it is not one or overflows. */
 int64_t str_to_i64(const char *s, size_t n);
 

@@ -9,9 +9,12 @@
 
 #include "api/errors.h"
 #include "api/surface.h"
+#include "api/usage.h"
+#include "auth/auth.h"
 #include "core/alloc.h"
 #include "core/log.h"
 #include "http/sse.h"
+#include "limit/limit.h"
 #include "route/route.h"
 #include "serve/gateway.h"
 
@@ -40,6 +43,13 @@ struct gw_req {
 	const char *pinned;                    /* the region a pinned request runs in, or NULL */
 	const struct conf_account *account;
 	struct route_plan plan;
+	const char *extra_name, *extra_value;  /* one more header on an error answer */
+	struct limit_ticket ticket;
+	struct limit_view view;                /* the account's limits, for the headers */
+	bool has_view;
+	struct usage usage;                    /* of the attempt whose answer the client gets */
+	uint64_t est_input;
+	char rl_text[6][40];                   /* the rate-limit header values */
 	char request_id[48];
 	char method[24];
 
@@ -187,8 +197,83 @@ static char *timing_value(struct gw_req *g, char *tmp, size_t len)
 	return tmp;
 }
 
+/* A duration as the providers' reset headers write it: "250ms", "1s", "59.5s", "1m0s". */
+static void fmt_reset(char *out, size_t n, uint64_t ms)
+{
+	if (ms < 1000) {
+		snprintf(out, n, "%llums", (unsigned long long)ms);
+		return;
+	}
+	uint64_t m = ms / 60000, rest = ms % 60000;
+	char sec[24];
+	if (rest % 1000)
+		snprintf(sec, sizeof(sec), "%llu.%03llu", (unsigned long long)(rest / 1000),
+			 (unsigned long long)(rest % 1000));
+	else
+		snprintf(sec, sizeof(sec), "%llu", (unsigned long long)(rest / 1000));
+	/* trailing zeros of the fraction go, as Go's durations print */
+	size_t l = strlen(sec);
+	if (strchr(sec, '.')) {
+		while (sec[l - 1] == '0')
+			sec[--l] = '\0';
+	}
+	if (m)
+		snprintf(out, n, "%llum%ss", (unsigned long long)m, sec);
+	else
+		snprintf(out, n, "%ss", sec);
+}
+
+/* An instant ms from now in RFC 3339, as Anthropic's reset headers give it. */
+static void fmt_instant(char *out, size_t n, uint64_t ms)
+{
+	time_t at = time(NULL) + (time_t)((ms + 999) / 1000);
+	struct tm tm;
+	gmtime_r(&at, &tm);
+	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The account's limits, in the client's surface's headers. */
+static void add_limit_fields(struct gw_req *g)
+{
+	const struct limit_view *v = &g->view;
+	bool anthropic = g->route.format == API_ANTHROPIC;
+	static const char *const openai[6] = {
+		"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+		"x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+		"x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+	};
+	static const char *const anth[6] = {
+		"anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining",
+		"anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-limit",
+		"anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset",
+	};
+	const char *const *names = anthropic ? anth : openai;
+	uint64_t limit[2] = {v->requests_limit, v->tokens_limit};
+	uint64_t remaining[2] = {v->requests_remaining, v->tokens_remaining};
+	uint64_t reset[2] = {v->requests_reset_ms, v->tokens_reset_ms};
+
+	for (int k = 0; k < 2; k++) {
+		if (!limit[k])
+			continue;
+		char *t = g->rl_text[3 * k];
+		snprintf(t, 40, "%llu", (unsigned long long)limit[k]);
+		add_field(g, names[3 * k], strlen(names[3 * k]), t, strlen(t));
+		t = g->rl_text[3 * k + 1];
+		snprintf(t, 40, "%llu", (unsigned long long)remaining[k]);
+		add_field(g, names[3 * k + 1], strlen(names[3 * k + 1]), t, strlen(t));
+		t = g->rl_text[3 * k + 2];
+		if (anthropic)
+			fmt_instant(t, 40, reset[k]);
+		else
+			fmt_reset(t, 40, reset[k]);
+		add_field(g, names[3 * k + 2], strlen(names[3 * k + 2]), t, strlen(t));
+	}
+}
+
 static void add_own_fields(struct gw_req *g, char *timing, size_t tlen, char *attempts, size_t alen)
 {
+	if (g->has_view)
+		add_limit_fields(g);
 	ADD_FIELD_LIT(g, "x-request-id", g->request_id);
 	if (g->dep)
 		ADD_FIELD_LIT(g, "x-meridian-region", g->dep->region);
@@ -213,6 +298,9 @@ static void send_error_retry(struct gw_req *g, int status, const char *code, con
 			 (unsigned long long)((retry_after_ms + 999) / 1000));
 		ADD_FIELD_LIT(g, "retry-after", retry);
 	}
+	if (g->extra_name)
+		add_field(g, g->extra_name, strlen(g->extra_name), g->extra_value,
+			  strlen(g->extra_value));
 	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
 	http_resp_send(g->hreq, status, g->fields, g->nfields, body.data, body.len);
 	g->hreq = NULL;
@@ -266,6 +354,13 @@ static void req_finish(struct gw_req *g)
 	}
 	if (g->dep && g->holds_slot)
 		route_release(g->dep);
+	if (g->ticket.pending) {
+		limit_cancel(&g->ticket);
+	} else if (g->ticket.admitted) {
+		bool estimated;
+		limit_finish(gw->limiter, g->conf, &g->ticket,
+			     usage_charge(&g->usage, g->est_input, &estimated));
+	}
 	if (g->next_dep)
 		route_release(g->next_dep);
 	json_decref(g->body);
@@ -456,8 +551,12 @@ static void collect_upstream_fields(struct gw_req *g, const struct buf *hb, bool
 				v++;
 			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
 				ve--;
-			/* ours replace the upstream's for streams */
-			if (!is_hop_response_field(name) &&
+			/* the account's limits replace those of the provider key, which all
+			 * accounts share; ours replace the upstream's stream headers */
+			bool provider_limit = g->has_view &&
+					      (iov_starts_ci(name, "x-ratelimit-") ||
+					       iov_starts_ci(name, "anthropic-ratelimit-"));
+			if (!provider_limit && !is_hop_response_field(name) &&
 			    !(sse && (iov_eq_ci(name, "cache-control") ||
 				      iov_eq_ci(name, "x-accel-buffering"))))
 				add_field(g, name.base, name.len, v, (size_t)(ve - v));
@@ -603,6 +702,8 @@ static int on_up_headers(struct upstream_req *r, int status, const struct buf *h
 static int on_sse_event(const struct sse_event *ev, void *ud)
 {
 	struct gw_req *g = ud;
+	if (g->ticket.admitted)
+		usage_from_event(ev, &g->usage);
 	if (ev->event.len) {
 		if (iov_eq(ev->event, "message_stop") || iov_eq(ev->event, "response.completed") ||
 		    iov_eq(ev->event, "response.failed") || iov_eq(ev->event, "response.incomplete") ||
@@ -837,6 +938,8 @@ static void on_up_done(struct upstream_req *r, int result)
 				   "the upstream answered with a malformed JSON body");
 			return;
 		}
+		if (g->ticket.admitted && g->up.status < 300)
+			usage_from_json(g->resp_body.data, g->resp_body.len, &g->usage);
 		begin_client_response(g, (int64_t)g->resp_body.len);
 		http_resp_write(g->hreq, g->resp_body.data, g->resp_body.len);
 		http_resp_end(g->hreq);
@@ -925,6 +1028,7 @@ static int start_attempt(struct gw_req *g)
 		return -1;
 	g->attempts++;
 	g->mode = RELAY_BUFFERED;
+	memset(&g->usage, 0, sizeof(g->usage)); /* a failed attempt is not charged */
 	buf_reset(&g->url);
 	buf_puts(&g->url, g->dep->url);
 	buf_append(&g->url, g->hreq->target.base, g->hreq->target.len);
@@ -991,34 +1095,36 @@ static int host_scope(struct gw_req *g, const char **region)
 	return -1;
 }
 
-static struct iov client_key(const struct http_req *h)
-{
-	const struct iov *v = http_req_header(h, "authorization");
-	if (v && v->len > 7 && strncasecmp(v->base, "Bearer ", 7) == 0) {
-		struct iov k = {v->base + 7, v->len - 7};
-		while (k.len && k.base[0] == ' ')
-			k.base++, k.len--;
-		return k;
-	}
-	v = http_req_header(h, "x-api-key");
-	return v ? *v : IOV_NULL;
-}
-
-/* With accounts configured, the key names the account. In inject mode a key is required; in
- * passthrough mode the client's provider key goes upstream and names an account when its hash
- * is listed. Returns 0, or -1 once an error was sent. */
+/* With accounts configured, every request belongs to one. Inject mode: the client's key is a
+ * gateway key (Authorization: Bearer, x-api-key, or x-meridian-key). Passthrough mode: the
+ * client's provider key goes upstream; the account is named by a gateway key in
+ * x-meridian-key, or is the one listing the provider key's hash. Returns 0, or -1 once an error
+ * was sent; nothing upstream has happened either way. */
 static int authenticate(struct gw_req *g)
 {
+	struct auth_creds cr;
+	const char *code, *msg;
 	struct iov key;
+	int status;
 
 	if (!g->conf->naccounts)
 		return 0;
-	key = client_key(g->hreq);
+	if ((status = auth_read(g->hreq, &cr, &code, &msg))) {
+		send_error(g, status, code, NULL, msg);
+		return -1;
+	}
+	key = cr.gateway_key.base ? cr.gateway_key : cr.key;
+	if (!key.base) {
+		send_error(g, 401, "missing_api_key", NULL,
+			   g->provider->auth_mode == CONF_AUTH_INJECT
+				   ? "an API key is required (Authorization: Bearer KEY)"
+				   : "a key is required: the provider key of an account, or a gateway "
+				     "key in x-meridian-key");
+		return -1;
+	}
 	g->account = route_account_by_key(g->conf, key.base, key.len);
-	if (!g->account && g->provider->auth_mode == CONF_AUTH_INJECT) {
-		send_error(g, 401, "invalid_api_key", NULL,
-			   key.len ? "the API key is not valid"
-				   : "an API key is required (Authorization: Bearer KEY)");
+	if (!g->account) {
+		send_error(g, 401, "invalid_api_key", NULL, "the API key is not valid");
 		return -1;
 	}
 	return 0;
@@ -1270,13 +1376,80 @@ static int plan(struct gw_req *g)
 		send_error(g, 404, "model_not_found", "model", msg);
 		return -1;
 	}
+	return 0;
+}
+
+static const char *limit_what(enum limit_verdict v)
+{
+	switch (v) {
+	case LIMIT_REQUESTS: return "requests per minute";
+	case LIMIT_TOKENS: return "tokens per minute";
+	case LIMIT_CONCURRENCY: return "concurrent requests";
+	default: return "limits";
+	}
+}
+
+static void send_limited(struct gw_req *g, enum limit_verdict v)
+{
+	char msg[256], ms[24];
+	const char *acct = g->account ? g->account->id : "";
+	uint64_t retry = g->view.retry_after_ms;
+
+	if (v == LIMIT_UNAVAILABLE) {
+		send_error_retry(g, 503, "rate_limiter_unavailable", NULL,
+				 "the rate limiter's shared state cannot be reached; retry shortly",
+				 1000);
+		return;
+	}
+	if (!retry)
+		retry = 1000;
+	snprintf(msg, sizeof(msg), "rate limit reached for account '%s': %s; retry in %llu ms",
+		 acct, limit_what(v), (unsigned long long)retry);
+	/* the SDKs wait retry-after-ms when it is there, so a short wait is not rounded up */
+	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)retry);
+	g->extra_name = "retry-after-ms";
+	g->extra_value = ms;
+	send_error_retry(g, 429,
+			 v == LIMIT_CONCURRENCY ? "concurrency_limit_exceeded" : "rate_limit_exceeded",
+			 NULL, msg, retry);
+}
+
+/* Admitted (or refused) by the account's limits: the first attempt starts. */
+static void on_admitted(struct limit_ticket *t, enum limit_verdict v, const struct limit_view *view,
+			void *ud)
+{
+	struct gw_req *g = ud;
+
+	(void)t;
+	if (view && (view->requests_limit || view->tokens_limit)) {
+		g->view = *view;
+		g->has_view = true;
+	}
+	if (v != LIMIT_OK) {
+		send_limited(g, v);
+		return;
+	}
 	g->dep = route_next(&g->plan);
 	if (!g->dep) {
 		send_unavailable(g, plan_why(&g->plan));
-		return -1;
+		return;
 	}
 	g->holds_slot = true;
-	return 0;
+	build_upstream_headers(g);
+	if (start_attempt(g) != 0)
+		send_error(g, 502, "upstream_error", NULL, "could not start the upstream request");
+}
+
+/* Counts the request against its account's limits, reserving its estimated tokens. */
+static void admit(struct gw_req *g)
+{
+	uint64_t est = 0;
+
+	if (g->account && g->account->limits.tokens_per_minute && g->body) {
+		g->est_input = usage_estimate_input(g->body, g->route.ep);
+		est = usage_estimate(g->body, g->route.ep, USAGE_DEFAULT_OUTPUT);
+	}
+	limit_admit(g->gw->limiter, g->conf, g->account, est, &g->ticket, on_admitted, g);
 }
 
 static void handle(struct http_req *h, void *ctx)
@@ -1348,9 +1521,7 @@ static void handle(struct http_req *h, void *ctx)
 	}
 	if (request_timeout(g) < 0 || attempts_limit(g) < 0 || plan(g) < 0)
 		return;
-	build_upstream_headers(g);
-	if (start_attempt(g) != 0)
-		send_error(g, 502, "upstream_error", NULL, "could not start the upstream request");
+	admit(g);
 }
 
 /* --- worker lifecycle -------------------------------------------------------------------- */
@@ -1382,6 +1553,7 @@ int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, ch
 	if (getrandom(&gw->rng, sizeof(gw->rng), 0) != sizeof(gw->rng) || gw->rng == 0)
 		gw->rng = uv_hrtime() | 1;
 	gw->pool = upstream_pool_new(loop);
+	gw->limiter = limiter_new(loop, conf);
 	limits_from_conf(conf, &limits);
 	gw->listeners = xcalloc(conf->nlistens, sizeof(*gw->listeners));
 	gw->listen_ctx = xcalloc(conf->nlistens, sizeof(*gw->listen_ctx));
@@ -1405,6 +1577,7 @@ void gw_worker_set_conf(struct gw_worker *gw, struct conf *conf)
 {
 	struct conf *old = gw->conf;
 	gw->conf = conf;
+	limiter_set_conf(gw->limiter, conf);
 	conf_unref(old);
 }
 
@@ -1424,6 +1597,8 @@ void gw_worker_close(struct gw_worker *gw)
 	gw->nlisteners = 0;
 	upstream_pool_free(gw->pool);
 	gw->pool = NULL;
+	limiter_free(gw->limiter);
+	gw->limiter = NULL;
 	req_free_all(gw);
 	conf_unref(gw->conf);
 	gw->conf = NULL;

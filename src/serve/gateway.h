@@ -24,6 +24,7 @@ struct gw_worker {
 	uv_loop_t *loop;
 	struct conf *conf;                /* current snapshot; a request holds its own reference */
 	struct upstream_pool *pool;
+	struct limiter *limiter;          /* the account limits' connection on this loop */
 	struct http_listener **listeners;
 	struct gw_listen_ctx *listen_ctx;
 	size_t nlisteners;

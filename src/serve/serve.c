@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "ctl/ctl.h"
 #include "net/worker.h"
+#include "limit/limit.h"
 #include "route/route.h"
 #include "serve/gateway.h"
 #include "serve/serve.h"
@@ -269,6 +270,7 @@ out:
 	free(S.gws);
 	conf_unref(S.conf);
 	route_shutdown();
+	limit_shutdown();
 	uv_mutex_destroy(&S.err_mu);
 	return rc;
 }
