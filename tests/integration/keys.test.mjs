@@ -193,9 +193,9 @@ describe('inject mode: gateway keys name the account', () => {
 		});
 	}
 
-	test('T30 on /v1/messages: conflicting and doubled credentials, Anthropic shape', async () => {
+	test('T30 on /v1/messages: conflicting credentials and Connection, Anthropic shape', async () => {
 		for (const lines of [[`x-api-key: ${ACME}`, `Authorization: Bearer ${GLOBEX}`],
-			[`x-api-key: ${ACME}`, `x-api-key: ${ACME}`], [`x-api-key: ${ACME}`, 'Connection: x-api-key']]) {
+			[`x-api-key: ${ACME}`, `x-api-key: ${GLOBEX}`], [`x-api-key: ${ACME}`, 'Connection: x-api-key']]) {
 			const r = await send([...lines, 'anthropic-version: 2023-06-01'], { path: MESSAGES });
 			assert.equal(r.status, 400, `${lines}: ${r.text.slice(0, 300)}`);
 			assert.equal(r.json?.type, 'error', r.text);

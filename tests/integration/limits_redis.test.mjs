@@ -173,6 +173,20 @@ describe('rate limits shared through Redis by two nodes', () => {
 		await waitShared('after the thaw');
 	});
 
+	test('Redis paused (CLIENT PAUSE 2000): answers stay bounded, shared limiting comes back', async () => {
+		await redis.cli(['CLIENT', 'PAUSE', '2000', 'ALL']);
+		const t0 = Date.now();
+		const res = await spread('frozen', 20, { loops: 4, extra: { timeoutMs: 5000 } });
+		assert.deepEqual(tally(res), { 200: 20 });
+		const slow = res.filter((r) => r.ms > BOUND_MS).map((r) => Math.round(r.ms));
+		assert.deepEqual(slow, [], `answers slower than ${BOUND_MS} ms while Redis is paused`);
+		const d = await post(denyNode, 'deny', { timeoutMs: 5000 });
+		assert.equal(d.status, 503, d.text.slice(0, 300));
+		assert.ok(d.ms < BOUND_MS, `deny answered in ${d.ms.toFixed(0)} ms`);
+		assert.ok(Date.now() - t0 < 2000, 'all of it while the pause lasted');
+		await waitShared('after the pause');
+	});
+
 	test('Redis killed mid-run: every request is answered, none hangs', async () => {
 		let done = 0;
 		const run = spread('midrun', 200, {
