@@ -178,7 +178,8 @@ static void add_messages(struct est *e, const json_t *v)
 /* A system prompt or instructions: one more message when present and not empty. */
 static void add_system(struct est *e, const json_t *v)
 {
-	if ((json_is_string(v) && json_string_length(v)) || (json_is_array(v) && json_array_size(v))) {
+	if ((json_is_string(v) && json_string_length(v)) ||
+	    (json_is_array(v) && json_array_size(v))) {
 		e->tokens = add_sat(e->tokens, MESSAGE_TOKENS);
 		add_text(e, v, 0);
 	}

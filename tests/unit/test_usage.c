@@ -1,4 +1,4 @@
-/* test_usage.c - token estimates from requests, and usage counted from bodies and whole or cut streams */
+/* test_usage.c - token estimates, and usage counted from bodies and from whole or cut streams */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,8 @@
 /* OpenAI chat completions, stream_options.include_usage: "usage":null in every chunk but the
  * last, which has "choices":[] and the usage. */
 #define OAI_CHUNK "data: {\"id\":\"chatcmpl-A1b2C3d4E5\",\"object\":\"chat.completion.chunk\"," \
-	"\"created\":1723902049,\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\"," \
+	"\"created\":1723902049,\"model\":\"gpt-4o-mini-2024-07-18\"," \
+	"\"service_tier\":\"default\"," \
 	"\"system_fingerprint\":\"fp_48196bc67a\",\"choices\":["
 #define OAI_DELTA(d) OAI_CHUNK "{\"index\":0,\"delta\":" d ",\"logprobs\":null," \
 	"\"finish_reason\":null}],\"usage\":null}\n\n"
@@ -34,7 +35,8 @@ static const char oai_chat_stream[] =
 	"data: [DONE]\n\n";
 
 /* The same API calling a tool: the name comes first, then the arguments in pieces. */
-#define OAI_ARGS(a) OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"" a "\"}}]}")
+#define OAI_ARGS(a) OAI_DELTA("{\"tool_calls\":[{\"index\":0," \
+	"\"function\":{\"arguments\":\"" a "\"}}]}")
 static const char oai_tool_stream[] =
 	OAI_DELTA("{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,"
 		  "\"id\":\"call_DdmO9pD3xa9XTPNJ32zg2hcA\",\"type\":\"function\",\"function\":"
@@ -94,7 +96,8 @@ static const char oai_responses_stream[] =
 	"\"message\",\"status\":\"in_progress\",\"role\":\"assistant\",\"content\":[]}}\n\n"
 	"event: response.content_part.added\ndata: {\"type\":\"response.content_part.added\","
 	"\"sequence_number\":3,\"item_id\":\"" RESP_MSG_ID "\",\"output_index\":0,"
-	"\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}\n\n"
+	"\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"\","
+	"\"annotations\":[]}}\n\n"
 	RESP_TEXT_DELTA("4", "Hi")
 	RESP_TEXT_DELTA("5", " there!")
 	RESP_TEXT_DELTA("6", " How can I help?")
@@ -122,14 +125,16 @@ static const char oai_responses_tool_stream[] =
 	"\"response\":" RESP_OBJ("in_progress", "", "null") "}\n\n"
 	"event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\","
 	"\"sequence_number\":1,\"output_index\":0,\"item\":{\"type\":\"function_call\",\"id\":\""
-	RESP_FC_ID "\",\"call_id\":\"call_unLAR8MvFNptuiZK6K6HCy5k\",\"name\":\"get_current_weather\","
+	RESP_FC_ID "\",\"call_id\":\"call_unLAR8MvFNptuiZK6K6HCy5k\","
+		"\"name\":\"get_current_weather\","
 	"\"arguments\":\"\",\"status\":\"in_progress\"}}\n\n"
 	RESP_ARGS_DELTA("2", "{\\\"location\\\":")
 	RESP_ARGS_DELTA("3", "\\\"Boston, MA\\\"")
 	RESP_ARGS_DELTA("4", "}")
 	"event: response.function_call_arguments.done\ndata: {\"type\":"
 	"\"response.function_call_arguments.done\",\"sequence_number\":5,\"item_id\":\""
-	RESP_FC_ID "\",\"output_index\":0,\"arguments\":\"{\\\"location\\\":\\\"Boston, MA\\\"}\"}\n\n"
+	RESP_FC_ID "\",\"output_index\":0,\"arguments\":\"{\\\"location\\\":\\\"Boston,"
+		" MA\\\"}\"}\n\n"
 	"event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"sequence_number\":6,"
 	"\"response\":" RESP_OBJ("incomplete", "", "{\"input_tokens\":291,\"input_tokens_details\":"
 	"{\"cached_tokens\":256},\"output_tokens\":23,\"output_tokens_details\":"
@@ -139,21 +144,27 @@ static const char oai_responses_tool_stream[] =
  * counts are input too. */
 static const char anthropic_stream[] =
 	"event: message_start\n"
-	"data: {\"type\": \"message_start\", \"message\": {\"id\": \"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\", "
+	"data: {\"type\": \"message_start\", \"message\": {\"id\": "
+	"\"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\", "
 	"\"type\": \"message\", \"role\": \"assistant\", \"content\": [], \"model\": "
-	"\"claude-sonnet-4-5-20250929\", \"stop_reason\": null, \"stop_sequence\": null, \"usage\": "
-	"{\"input_tokens\": 25, \"cache_creation_input_tokens\": 1200, \"cache_read_input_tokens\": 300, "
+	"\"claude-sonnet-4-5-20250929\", \"stop_reason\": null, \"stop_sequence\": null,"
+	" \"usage\": "
+	"{\"input_tokens\": 25, \"cache_creation_input_tokens\": 1200,"
+	" \"cache_read_input_tokens\": 300, "
 	"\"output_tokens\": 1}}}\n\n"
 	"event: content_block_start\n"
-	"data: {\"type\": \"content_block_start\", \"index\": 0, \"content_block\": {\"type\": \"text\", "
+	"data: {\"type\": \"content_block_start\", \"index\": 0,"
+	" \"content_block\": {\"type\": \"text\", "
 	"\"text\": \"\"}}\n\n"
 	"event: ping\n"
 	"data: {\"type\": \"ping\"}\n\n"
 	"event: content_block_delta\n"
-	"data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", "
+	"data: {\"type\": \"content_block_delta\", \"index\": 0,"
+	" \"delta\": {\"type\": \"text_delta\", "
 	"\"text\": \"Hello\"}}\n\n"
 	"event: content_block_delta\n"
-	"data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", "
+	"data: {\"type\": \"content_block_delta\", \"index\": 0,"
+	" \"delta\": {\"type\": \"text_delta\", "
 	"\"text\": \"! How can I help?\"}}\n\n"
 	"event: content_block_stop\n"
 	"data: {\"type\": \"content_block_stop\", \"index\": 0}\n\n"
@@ -174,19 +185,23 @@ static const char anthropic_tool_stream[] =
 	"\"stop_sequence\":null,\"usage\":{\"input_tokens\":472,\"output_tokens\":2},"
 	"\"content\":[],\"stop_reason\":null}}\n\n"
 	"event: content_block_start\n"
-	"data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\","
+	"data: {\"type\":\"content_block_start\",\"index\":0,"
+	"\"content_block\":{\"type\":\"thinking\","
 	"\"thinking\":\"\",\"signature\":\"\"}}\n\n"
 	"event: content_block_delta\n"
-	"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\","
+	"data: {\"type\":\"content_block_delta\",\"index\":0,"
+	"\"delta\":{\"type\":\"thinking_delta\","
 	"\"thinking\":\"The user wants the weather.\"}}\n\n"
 	"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
 	"event: content_block_start\n"
-	"data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\","
+	"data: {\"type\":\"content_block_start\",\"index\":1,"
+	"\"content_block\":{\"type\":\"tool_use\","
 	"\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"get_weather\",\"input\":{}}}\n\n"
 	"event: ping\ndata: {\"type\": \"ping\"}\n\n"
 	ANT_DELTA("{\"type\":\"input_json_delta\",\"partial_json\":\"\"}")
 	ANT_DELTA("{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"location\\\":\"}")
-	ANT_DELTA("{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"San Francisco, CA\\\"}\"}")
+	ANT_DELTA("{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"San Francisco,"
+		" CA\\\"}\"}")
 	"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
 	"event: message_delta\n"
 	"data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":null,\"stop_sequence\":null},"
@@ -302,7 +317,10 @@ static void check_whole(const struct sample *s, const char *stream, size_t len)
 
 	/* byte by byte: the same events, so the same usage */
 	feed(stream, len, 1, &v, NULL);
-	assert_memory_equal(&u, &v, sizeof(u));
+	assert_int_equal(u.input, v.input);
+	assert_int_equal(u.output, v.output);
+	assert_int_equal(u.reported, v.reported);
+	assert_int_equal(u.content_events, v.content_events);
 }
 
 static void test_streams_whole(void **state)
@@ -400,8 +418,8 @@ static void test_anthropic_cumulative(void **state)
 
 	/* after message_start only: input counted, not reported */
 	memset(&u, 0, sizeof(u));
-	feed(anthropic_stream, strstr(anthropic_stream, "event: content_block_start") - anthropic_stream,
-	     7, &u, NULL);
+	feed(anthropic_stream, (size_t)(strstr(anthropic_stream, "event: content_block_start") -
+					 anthropic_stream), 7, &u, NULL);
 	assert_false(u.reported);
 	assert_int_equal(u.input, 1525);
 	assert_int_equal(u.output, 1);
@@ -511,8 +529,10 @@ static void test_malformed_events(void **state)
 		"data: [\"usage\",{\"prompt_tokens\":5}]\n\n"
 		"data: {\"usage\":{\"prompt_tokens\":5}}\0garbage\n\n"
 		"event: message_start\ndata: {\"type\":\"message_start\",\"message\":\"usage\"}\n\n"
-		"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":null}}\n\n"
-		"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":7}}\n\n"
+		"event: message_delta\ndata: {\"type\":\"message_delta\","
+		"\"usage\":{\"output_tokens\":null}}\n\n"
+		"event: response.completed\ndata: {\"type\":\"response.completed\","
+		"\"response\":{\"usage\":7}}\n\n"
 		"data: {\"usage\"\n\n"
 		"data: {\"usage\":\n\n"
 		"data: \"usage\":nul\n\n"
@@ -548,8 +568,10 @@ static void test_bodies(void **state)
 {
 	(void)state;
 	/* OpenAI chat completion */
-	check_body("{\"id\":\"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG\",\"object\":\"chat.completion\","
-		   "\"created\":1741570283,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,"
+	check_body("{\"id\":\"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG\","
+		   "\"object\":\"chat.completion\","
+		   "\"created\":1741570283,\"model\":\"gpt-4o-2024-08-06\","
+		   "\"choices\":[{\"index\":0,"
 		   "\"message\":{\"role\":\"assistant\",\"content\":\"The image shows a wooden "
 		   "boardwalk.\",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,"
 		   "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1117,"
@@ -559,7 +581,8 @@ static void test_bodies(void **state)
 		   "\"rejected_prediction_tokens\":0}},\"service_tier\":\"default\","
 		   "\"system_fingerprint\":\"fp_fc9f1d7035\"}", true, 1117, 46);
 	/* legacy completion, pretty-printed */
-	check_body("{\n  \"id\": \"cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7\",\n  \"object\": \"text_completion\",\n"
+	check_body("{\n  \"id\": \"cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7\",\n"
+		   "  \"object\": \"text_completion\",\n"
 		   "  \"created\": 1589478378,\n  \"model\": \"gpt-3.5-turbo-instruct\",\n"
 		   "  \"system_fingerprint\": \"fp_44709d6fcb\",\n  \"choices\": [\n    {\n"
 		   "      \"text\": \"\\n\\nThis is indeed a test\",\n      \"index\": 0,\n"
@@ -576,25 +599,34 @@ static void test_bodies(void **state)
 		   "\"response\",\"created_at\":1741476777,\"status\":\"completed\",\"error\":null,"
 		   "\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":null,"
 		   "\"model\":\"gpt-4o-2024-08-06\",\"output\":[{\"type\":\"message\",\"id\":"
-		   "\"msg_67ccd3acc8d48190a77525dc6de64b4104becb25c45c1d41\",\"status\":\"completed\","
-		   "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"The image "
-		   "depicts a scenic landscape.\",\"annotations\":[]}]}],\"parallel_tool_calls\":true,"
+		   "\"msg_67ccd3acc8d48190a77525dc6de64b4104becb25c45c1d41\","
+		   "\"status\":\"completed\","
+		   "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\","
+		   "\"text\":\"The image "
+		   "depicts a scenic landscape.\",\"annotations\":[]}]}],"
+		   "\"parallel_tool_calls\":true,"
 		   "\"previous_response_id\":null,\"reasoning\":{\"effort\":null,\"summary\":null},"
 		   "\"store\":true,\"temperature\":1.0,\"text\":{\"format\":{\"type\":\"text\"}},"
-		   "\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,\"truncation\":\"disabled\","
-		   "\"usage\":{\"input_tokens\":328,\"input_tokens_details\":{\"cached_tokens\":128},"
+		   "\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,"
+		   "\"truncation\":\"disabled\","
+		   "\"usage\":{\"input_tokens\":328,"
+		   "\"input_tokens_details\":{\"cached_tokens\":128},"
 		   "\"output_tokens\":52,\"output_tokens_details\":{\"reasoning_tokens\":0},"
 		   "\"total_tokens\":380},\"user\":null,\"metadata\":{}}", true, 328, 52);
 	/* Anthropic with cache writes and reads */
-	check_body("{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\","
+	check_body("{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\","
+		   "\"role\":\"assistant\","
 		   "\"content\":[{\"type\":\"text\",\"text\":\"Hello!\"}],\"model\":"
-		   "\"claude-sonnet-4-5-20250929\",\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
+		   "\"claude-sonnet-4-5-20250929\",\"stop_reason\":\"end_turn\","
+		   "\"stop_sequence\":null,"
 		   "\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":2048,"
-		   "\"cache_read_input_tokens\":4096,\"cache_creation\":{\"ephemeral_5m_input_tokens\":"
+		   "\"cache_read_input_tokens\":4096,"
+		   "\"cache_creation\":{\"ephemeral_5m_input_tokens\":"
 		   "2048,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":6,\"service_tier\":"
 		   "\"standard\"}}", true, 12 + 2048 + 4096, 6);
 	/* no usage: errors, malformed, odd values */
-	check_body("{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\",\"param\":null,"
+	check_body("{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\","
+		   "\"param\":null,"
 		   "\"code\":\"rate_limit_exceeded\"}}", false, 0, 0);
 	check_body("{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":"
 		   "\"Overloaded\"}}", false, 0, 0);
@@ -685,18 +717,21 @@ static void test_estimate_input(void **state)
 {
 	(void)state;
 	/* 4000 bytes of text is about 1000 tokens, whichever API carries it */
-	check_input_range("{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"@\"}]}",
-			  4000, API_EP_CHAT, 1000, 1010);
+	check_input_range("{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+			  "\"content\":\"@\"}]}", 4000, API_EP_CHAT, 1000, 1010);
 	check_input_range("{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":"
 			  "[{\"type\":\"text\",\"text\":\"@\"}]}]}", 4000, API_EP_CHAT, 1000, 1010);
-	check_input_range("{\"model\":\"claude\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\","
-			  "\"content\":\"@\"}]}", 4000, API_EP_MESSAGES, 1000, 1010);
-	check_input_range("{\"model\":\"claude\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\","
-			  "\"content\":[{\"type\":\"text\",\"text\":\"@\",\"cache_control\":{\"type\":"
-			  "\"ephemeral\"}}]}]}", 4000, API_EP_MESSAGES, 1000, 1010);
-	check_input_range("{\"model\":\"gpt-4.1\",\"input\":\"@\"}", 4000, API_EP_RESPONSES, 1000, 1010);
+	check_input_range("{\"model\":\"claude\",\"max_tokens\":10,\"messages\":[{\"role\":"
+			  "\"user\",\"content\":\"@\"}]}", 4000, API_EP_MESSAGES, 1000, 1010);
+	check_input_range("{\"model\":\"claude\",\"max_tokens\":10,\"messages\":[{\"role\":"
+			  "\"user\",\"content\":[{\"type\":\"text\",\"text\":\"@\","
+			  "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}", 4000, API_EP_MESSAGES,
+			  1000, 1010);
+	check_input_range("{\"model\":\"gpt-4.1\",\"input\":\"@\"}", 4000, API_EP_RESPONSES, 1000,
+			  1010);
 	check_input_range("{\"model\":\"gpt-4.1\",\"input\":[{\"role\":\"user\",\"content\":"
-			  "[{\"type\":\"input_text\",\"text\":\"@\"}]}]}", 4000, API_EP_RESPONSES, 1000,
+			  "[{\"type\":\"input_text\","
+			  "\"text\":\"@\"}]}]}", 4000, API_EP_RESPONSES, 1000,
 			  1010);
 	check_input_range("{\"model\":\"gpt-3.5-turbo-instruct\",\"prompt\":\"@\"}", 4000,
 			  API_EP_COMPLETIONS, 1000, 1010);
@@ -710,27 +745,32 @@ static void test_estimate_input(void **state)
 	check_input_range("{\"model\":\"claude\",\"system\":\"@\",\"messages\":[{\"role\":\"user\","
 			  "\"content\":\"hi\"}]}", 4000, API_EP_MESSAGES, 1005, 1015);
 	check_input_range("{\"model\":\"claude\",\"system\":[{\"type\":\"text\",\"text\":\"@\"}],"
-			  "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 4000, API_EP_MESSAGES,
+			  "\"messages\":[{\"role\":\"user\","
+			  "\"content\":\"hi\"}]}", 4000, API_EP_MESSAGES,
 			  1005, 1015);
 	check_input_range("{\"model\":\"gpt-4.1\",\"instructions\":\"@\",\"input\":\"hi\"}", 4000,
 			  API_EP_RESPONSES, 1005, 1015);
 	/* several messages: each adds its overhead */
 	check_input_range("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"@\"},"
-			  "{\"role\":\"user\",\"content\":\"\"},{\"role\":\"assistant\",\"content\":\"\"},"
+			  "{\"role\":\"user\",\"content\":\"\"},{\"role\":\"assistant\","
+			  "\"content\":\"\"},"
 			  "{\"role\":\"user\",\"content\":\"\"}]}", 400, API_EP_CHAT, 116, 116);
 	/* tool calls and results in the conversation are text too */
 	check_input_range("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,"
-			  "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":"
+			  "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\","
+			  "\"function\":{\"name\":"
 			  "\"f\",\"arguments\":\"@\"}}]}]}", 4000, API_EP_CHAT, 1000, 1010);
-	check_input_range("{\"model\":\"m\",\"input\":[{\"type\":\"function_call_output\",\"call_id\":"
-			  "\"c\",\"output\":\"@\"}]}", 4000, API_EP_RESPONSES, 1000, 1010);
+	check_input_range("{\"model\":\"m\",\"input\":[{\"type\":\"function_call_output\","
+			  "\"call_id\":\"c\",\"output\":\"@\"}]}", 4000, API_EP_RESPONSES, 1000,
+			  1010);
 	/* tools: their serialized size, as compact JSON */
 	check_tools("{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"function\","
 		    "\"function\":{\"name\":\"get_weather\",\"description\":\"@\",\"strict\":true,"
 		    "\"parameters\":{\"type\":\"object\",\"properties\":{\"location\":{\"type\":"
 		    "\"string\"},\"days\":{\"type\":\"integer\",\"minimum\":-1000,\"maximum\":16},"
 		    "\"units\":{\"enum\":[\"c\",\"f\",null,false]}},\"required\":[\"location\"],"
-		    "\"additionalProperties\":false,\"$defs\":{},\"examples\":[]}}}]}", API_EP_CHAT);
+		    "\"additionalProperties\":false,\"$defs\":{},"
+		    "\"examples\":[]}}}]}", API_EP_CHAT);
 	check_tools("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[],\"tools\":[{\"name\":"
 		    "\"get_weather\",\"description\":\"@\",\"input_schema\":{\"type\":\"object\"}},"
 		    "{\"type\":\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":5}]}",
@@ -761,19 +801,24 @@ static void test_estimate_images(void **state)
 	/* an image costs 1000 tokens, however large its base64 */
 	check_input_range("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
 			  "{\"type\":\"text\",\"text\":\"What is in this image?\"},{\"type\":"
-			  "\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,@\",\"detail\":"
+			  "\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,@\","
+			  "\"detail\":"
 			  "\"high\"}}]}]}", 200000, API_EP_CHAT, 1000 + 4 + 6, 1000 + 4 + 6);
 	check_input_range("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
 			  "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/@.png\"}},"
-			  "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/b.png\"}}]}]}",
+			  "{\"type\":\"image_url\","
+			  "\"image_url\":{\"url\":\"https://x/b.png\"}}]}]}",
 			  10, API_EP_CHAT, 2004, 2004);
 	check_input_range("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
 			  "\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"base64\","
-			  "\"media_type\":\"image/jpeg\",\"data\":\"@\"}},{\"type\":\"text\",\"text\":"
+			  "\"media_type\":\"image/jpeg\",\"data\":\"@\"}},{\"type\":\"text\","
+			  "\"text\":"
 			  "\"Describe this image.\"}]}]}", 100000, API_EP_MESSAGES, 1009, 1009);
 	check_input_range("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":"
-			  "\"input_text\",\"text\":\"what's in this image?\"},{\"type\":\"input_image\","
-			  "\"image_url\":\"data:image/jpeg;base64,@\"}]}]}", 100000, API_EP_RESPONSES,
+			  "\"input_text\",\"text\":\"what's in this image?\"},"
+			  "{\"type\":\"input_image\","
+			  "\"image_url\":\"data:image/jpeg;base64,"
+			  "@\"}]}]}", 100000, API_EP_RESPONSES,
 			  1010, 1010);
 	/* a PDF is an attachment at a fixed price; a plain-text document is text */
 	check_input_range("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
@@ -800,7 +845,8 @@ static void test_estimate_output(void **state)
 	static const char msgs[] = "\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]";
 
 	(void)state;
-	check_total("{\"model\":\"m\",\"max_tokens\":300,\"messages\":[]}", API_EP_MESSAGES, 1024, 300);
+	check_total("{\"model\":\"m\",\"max_tokens\":300,\"messages\":[]}", API_EP_MESSAGES, 1024,
+		    300);
 	check_total("{\"model\":\"m\",\"max_completion_tokens\":77,\"messages\":[]}", API_EP_CHAT,
 		    1024, 77);
 	check_total("{\"model\":\"m\",\"max_output_tokens\":55,\"input\":\"hi\"}", API_EP_RESPONSES,
@@ -812,26 +858,29 @@ static void test_estimate_output(void **state)
 	check_total("{\"model\":\"m\",\"messages\":[]}", API_EP_CHAT, USAGE_DEFAULT_OUTPUT,
 		    USAGE_DEFAULT_OUTPUT);
 	check_total("{\"model\":\"m\",\"max_tokens\":-1,\"messages\":[]}", API_EP_CHAT, 500, 500);
-	check_total("{\"model\":\"m\",\"max_tokens\":\"9\",\"messages\":[]}", API_EP_CHAT, 500, 500);
+	check_total("{\"model\":\"m\",\"max_tokens\":\"9\",\"messages\":[]}", API_EP_CHAT, 500,
+		    500);
 	check_total("{\"model\":\"m\",\"max_tokens\":1.5,\"messages\":[]}", API_EP_CHAT, 500, 500);
-	check_total("{\"model\":\"m\",\"max_tokens\":null,\"max_completion_tokens\":40,\"messages\":[]}",
-		    API_EP_CHAT, 500, 40);
+	check_total("{\"model\":\"m\",\"max_tokens\":null,\"max_completion_tokens\":40,"
+		    "\"messages\":[]}", API_EP_CHAT, 500, 40);
 	check_total("{\"model\":\"m\",\"max_tokens\":0,\"messages\":[]}", API_EP_CHAT, 500, 0);
 	/* n choices each produce up to the maximum; best_of too for completions */
-	check_total("{\"model\":\"m\",\"max_tokens\":100,\"n\":3,\"messages\":[]}", API_EP_CHAT, 500,
-		    300);
+	check_total("{\"model\":\"m\",\"max_tokens\":100,\"n\":3,\"messages\":[]}", API_EP_CHAT,
+		    500, 300);
 	check_total("{\"model\":\"m\",\"max_tokens\":10,\"n\":2,\"best_of\":5,\"prompt\":\"x\"}",
 		    API_EP_COMPLETIONS, 500, 50);
 	check_total("{\"model\":\"m\",\"max_tokens\":10,\"n\":100000,\"messages\":[]}", API_EP_CHAT,
 		    500, 1280);
 	/* a huge max_tokens saturates instead of wrapping */
-	json_t *j = load("{\"model\":\"m\",\"max_tokens\":9223372036854775807,\"n\":4,\"messages\":[]}");
+	json_t *j = load("{\"model\":\"m\",\"max_tokens\":9223372036854775807,\"n\":4,"
+			 "\"messages\":[]}");
 	assert_true(usage_estimate(j, API_EP_CHAT, 0) == UINT64_MAX);
 	json_decref(j);
 	/* embeddings have no output; count_tokens and others cost nothing */
 	check_total("{\"model\":\"m\",\"input\":\"hello\",\"max_tokens\":50}", API_EP_EMBEDDINGS,
 		    1024, 0);
-	j = load("{\"model\":\"m\",\"max_tokens\":50,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+	j = load("{\"model\":\"m\",\"max_tokens\":50,\"messages\":[{\"role\":\"user\","
+		 "\"content\":\"hi\"}]}");
 	assert_int_equal(usage_estimate(j, API_EP_COUNT_TOKENS, 1024), 0);
 	assert_int_equal(usage_estimate(j, API_EP_MODELS, 1024), 0);
 	assert_int_equal(usage_estimate(j, API_EP_OTHER, 1024), 0);
