@@ -1,4 +1,4 @@
--- route.lua - wrk script for the routing rows: bench/chat.lua's request with a location header, optionally a conversation id
+-- route.lua - wrk script for the routing rows: chat.lua's request, a location header, conversation ids
 --
 -- Environment: BENCH_LOCATION ("lat,lon", sent as x-client-location on every request; empty:
 -- none), BENCH_CONV=1 (every second request carries x-grok-conv-id, one of 1000 per thread, so

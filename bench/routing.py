@@ -106,9 +106,9 @@ def section(args, runs, checks, before, after):
     out = [BEGIN, "## Routing: what locating, ranking and failover cost", ""]
 
     if args.alone:
-        commit = run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"])
+        commit = os.environ.get("BENCH_COMMIT") or run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"])
         dirty = run(["git", "-C", args.root, "status", "--porcelain", "--untracked-files=no"])
-        if commit and dirty:
+        if commit and dirty and not os.environ.get("BENCH_COMMIT"):
             commit += " (with uncommitted changes)"
         out.append("Measured %s by `BENCH_ONLY=routing bench/run%s` (meridian %s, commit %s), on "
                    "the machine described above; the other sections are from their own run." % (
