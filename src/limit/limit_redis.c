@@ -133,9 +133,11 @@ struct rcall {
 	struct limit_redis *r;
 	enum call_kind kind;
 	bool last_setup;              /* SETUP: its answer completes the handshake */
+	bool reload;                  /* SETUP: a SCRIPT LOAD after NOSCRIPT, on an up connection */
 	bool script_load;             /* SETUP: SCRIPT LOAD, whose answer is a SHA1 */
 	bool eval;                    /* sent with EVAL already after NOSCRIPT */
 	uint64_t deadline;            /* monotonic ms */
+	uint64_t budget;              /* the deadline's distance from when it was sent */
 	struct limit_ticket *t;       /* ADMIT: NULL once cancelled */
 	struct limit_acct *acct;
 	struct conf_limits lim;       /* ADMIT */
@@ -146,9 +148,10 @@ struct rcall {
 	bool deny;                    /* ADMIT: on_redis_error deny */
 };
 
+/* A finish Redis could not take yet. */
 struct giveback {
 	struct limit_acct *acct;
-	uint64_t ticket_id;
+	uint64_t sec, reserved, used, ticket_id;
 };
 
 struct limit_redis {
@@ -167,6 +170,7 @@ struct limit_redis {
 	bool away;                    /* the last attempt failed or the connection was lost */
 	bool closing;
 	bool no_retry;                /* the URL cannot be used: stay away */
+	bool reloading;               /* SCRIPT LOADs sent after a NOSCRIPT */
 	uint64_t backoff_ms;
 
 	uv_timer_t deadline_timer;
@@ -179,7 +183,7 @@ struct limit_redis {
 	struct rcall *head, *tail;    /* sent, oldest first */
 	struct rcall *held, *held_tail; /* admissions waiting for the first handshake */
 	struct rcall *spare;          /* recycled records */
-	struct giveback *giveback;    /* slots that may be taken for admissions never answered */
+	struct giveback *giveback;    /* finishes to send once Redis is back */
 	size_t ngiveback;
 };
 
@@ -227,7 +231,7 @@ static char *pct_decode(const char *s, size_t n)
 {
 	char *out = xmalloc(n + 1), *o = out;
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '%' && i + 2 < n + 1 && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+		if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
 			*o++ = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
 			i += 2;
 		} else {
@@ -387,6 +391,7 @@ static bool call_send(struct limit_redis *r, struct rcall *k, int argc, const ch
 {
 	if (!r->ac || redisAsyncCommandArgv(r->ac, on_reply, k, argc, argv, NULL) != REDIS_OK)
 		return false;
+	k->budget = budget_ms;
 	k->deadline = mono_ms() + budget_ms;
 	k->next = NULL;
 	if (r->tail)
@@ -468,16 +473,18 @@ static void finish_now(struct limit_redis *r, struct limit_acct *acct, uint64_t 
 		call_put(r, k);
 }
 
-/* An admission that may have taken a slot in Redis but was never answered: free the slot once
- * Redis is back, else it stays taken until its lease ends. */
-static void giveback_add(struct limit_redis *r, const struct rcall *k)
+/* A finish that cannot be sent now waits for Redis to come back, so slots and tokens are
+ * settled even after an outage that kept Redis's data (a freeze, a partition). Bounded: beyond
+ * GIVEBACK_MAX the finish is dropped, and the slot's lease and the keys' TTLs clean up. */
+static void giveback_add(struct limit_redis *r, struct limit_acct *acct, uint64_t sec,
+			 uint64_t reserved, uint64_t used, uint64_t ticket_id)
 {
-	if (!k->lim.max_concurrent || r->closing)
+	if (r->closing || r->no_retry)
 		return;
 	if (!r->giveback)
 		r->giveback = xmalloc(GIVEBACK_MAX * sizeof(*r->giveback));
 	if (r->ngiveback < GIVEBACK_MAX)
-		r->giveback[r->ngiveback++] = (struct giveback){k->acct, k->ticket_id};
+		r->giveback[r->ngiveback++] = (struct giveback){acct, sec, reserved, used, ticket_id};
 }
 
 /* --- state ------------------------------------------------------------------------------- */
@@ -544,6 +551,7 @@ static void conn_lost(struct limit_redis *r, const redisAsyncContext *ac, const 
 	if (!ac || r->ac != ac)
 		return;
 	r->ac = NULL;
+	r->reloading = false;
 	attempt_failed(r, why);
 }
 
@@ -565,7 +573,7 @@ static void on_up(struct limit_redis *r)
 	}
 	while (r->ngiveback && r->up) {
 		struct giveback g = r->giveback[--r->ngiveback];
-		finish_now(r, g.acct, 0, 0, 0, g.ticket_id);
+		finish_now(r, g.acct, g.sec, g.reserved, g.used, g.ticket_id);
 	}
 }
 
@@ -625,6 +633,44 @@ static bool admit_answered(struct limit_redis *r, struct rcall *k, const redisRe
 	return true;
 }
 
+static void setup_send(struct limit_redis *r, int argc, const char **argv, bool script_load,
+		       bool last, uint64_t budget_ms);
+
+/*
+ * A call that got no usable answer. An admission is answered as if Redis were away; Redis may
+ * still have run it (a frozen Redis runs what it had read when it wakes), so its slot is freed
+ * once Redis is back. Whether a finish ran is unknown too: only its slot part, which is
+ * idempotent, is sent again, so no tokens are ever counted twice. Second 0 has left every
+ * window and used == reserved, so such a finish changes nothing else.
+ */
+static void unanswered(struct limit_redis *r, struct rcall *k)
+{
+	if (k->kind == CALL_ADMIT) {
+		admit_away(k);
+		if (k->lim.max_concurrent)
+			giveback_add(r, k->acct, 0, 0, 0, k->ticket_id);
+	} else if (k->kind == CALL_FINISH) {
+		giveback_add(r, k->acct, 0, 0, 0, k->ticket_id);
+	}
+}
+
+/* A restarted Redis or SCRIPT FLUSH emptied the script cache: load both scripts again, once,
+ * so the EVALSHAs that follow work without the EVAL detour. */
+static void scripts_reload(struct limit_redis *r)
+{
+	const char *load_admit[3] = {"SCRIPT", "LOAD", ADMIT_LUA};
+	const char *load_finish[3] = {"SCRIPT", "LOAD", FINISH_LUA};
+
+	if (r->reloading)
+		return;
+	r->reloading = true;
+	/* the usual deadline: calls behind these must not wait on a longer one */
+	setup_send(r, 3, load_admit, true, false, limit__redis_deadline_ms);
+	setup_send(r, 3, load_finish, true, false, limit__redis_deadline_ms);
+	if (r->tail && r->tail->kind == CALL_SETUP)
+		r->tail->reload = true;
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct rcall *k = privdata;
@@ -640,26 +686,22 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	if (!rep) {
 		/* the connection is going away (lost, timed out or freed) */
 		conn_lost(r, ac, "connection lost");
-		if (k->kind == CALL_ADMIT) {
-			admit_away(k);
-			giveback_add(r, k);
-		}
+		unanswered(r, k);
 		call_put(r, k);
 		return;
 	}
 	if (rep->type == REDIS_REPLY_ERROR && k->kind != CALL_SETUP &&
 	    !strncmp(rep->str, "NOSCRIPT", 8) && !k->eval) {
-		/* A restarted Redis or SCRIPT FLUSH emptied the script cache; EVAL caches it
-		 * again for the EVALSHAs that follow. */
+		/* the script cache is empty: this call goes again as EVAL */
 		k->eval = true;
+		scripts_reload(r);
 		if (k->kind == CALL_ADMIT && !k->t) {
 			call_put(r, k);  /* cancelled, and nothing was counted */
 			return;
 		}
 		if (k->kind == CALL_ADMIT ? send_admit(r, k) : send_finish(r, k))
 			return;
-		if (k->kind == CALL_ADMIT)
-			admit_away(k);
+		unanswered(r, k);
 		call_put(r, k);
 		return;
 	}
@@ -669,8 +711,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			conn_lost(r, ac, why);
 			redisAsyncFree(ac);   /* deferred by hiredis until this callback returns */
 		}
-		if (k->kind == CALL_ADMIT)
-			admit_away(k);
+		unanswered(r, k);
 		call_put(r, k);
 		return;
 	}
@@ -684,6 +725,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			}
 		} else if (k->last_setup && r->ac == ac) {
 			on_up(r);
+		} else if (k->reload) {
+			r->reloading = false;
 		}
 		break;
 	case CALL_ADMIT:
@@ -692,7 +735,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 				conn_lost(r, ac, "unexpected answer to the admission script");
 				redisAsyncFree(ac);
 			}
-			admit_away(k);
+			unanswered(r, k);
 		}
 		break;
 	case CALL_FINISH:
@@ -719,12 +762,12 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 }
 
 static void setup_send(struct limit_redis *r, int argc, const char **argv, bool script_load,
-		       bool last)
+		       bool last, uint64_t budget_ms)
 {
 	struct rcall *k = call_get(r, CALL_SETUP);
 	k->script_load = script_load;
 	k->last_setup = last;
-	if (!call_send(r, k, argc, argv, CONNECT_DEADLINE_MS))
+	if (!call_send(r, k, argc, argv, budget_ms))
 		call_put(r, k);
 }
 
@@ -754,17 +797,17 @@ static void connect_to(struct limit_redis *r, const char *host)
 	/* The handshake is pipelined behind the connect: hiredis writes it once connected. */
 	if (r->password) {
 		const char *argv[3] = {"AUTH", r->user ? r->user : r->password, r->password};
-		setup_send(r, r->user ? 3 : 2, argv, false, false);
+		setup_send(r, r->user ? 3 : 2, argv, false, false, CONNECT_DEADLINE_MS);
 	}
 	if (r->db) {
 		const char *argv[2] = {"SELECT", db};
 		snprintf(db, sizeof(db), "%ld", r->db);
-		setup_send(r, 2, argv, false, false);
+		setup_send(r, 2, argv, false, false, CONNECT_DEADLINE_MS);
 	}
 	const char *load_admit[3] = {"SCRIPT", "LOAD", ADMIT_LUA};
 	const char *load_finish[3] = {"SCRIPT", "LOAD", FINISH_LUA};
-	setup_send(r, 3, load_admit, true, false);
-	setup_send(r, 3, load_finish, true, true);
+	setup_send(r, 3, load_admit, true, false, CONNECT_DEADLINE_MS);
+	setup_send(r, 3, load_finish, true, true, CONNECT_DEADLINE_MS);
 	if (!r->head) {
 		conn_lost(r, ac, "cannot send the handshake");
 		redisAsyncFree(ac);
@@ -836,8 +879,7 @@ static void on_deadline(uv_timer_t *h)
 	if (r->head && r->head->deadline <= now && r->ac) {
 		redisAsyncContext *ac = r->ac;
 		snprintf(why, sizeof(why), "no answer within %llu ms",
-			 (unsigned long long)(r->head->kind == CALL_SETUP ?
-					      CONNECT_DEADLINE_MS : limit__redis_deadline_ms));
+			 (unsigned long long)r->head->budget);
 		conn_lost(r, ac, why);
 		redisAsyncFree(ac);   /* answers every pending call with NULL */
 	}
@@ -1005,7 +1047,9 @@ void limit__redis_cancel(struct limit_redis *r, struct limit_ticket *t)
 void limit__redis_finish(struct limit_redis *r, struct limit_acct *s, const struct limit_ticket *t,
 			 uint64_t used)
 {
-	if (!r->up)
-		return;   /* dropped: the keys' TTLs and the slot's lease clean up */
+	if (!r->up) {
+		giveback_add(r, s, t->second, t->reserved_tokens, used, t->id);
+		return;
+	}
 	finish_now(r, s, t->second, t->reserved_tokens, used, t->id);
 }

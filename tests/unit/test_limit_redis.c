@@ -597,9 +597,15 @@ static void test_frozen_redis(void **state)
 	assert_true(t2.local);
 	limit_finish(n.l, &n.conf, &t2, 0);
 	check_away(&n, "frozen-away");
-	limit_finish(n.l, &n.conf, &t1, 0);   /* dropped: Redis is away */
+	limit_finish(n.l, &n.conf, &t1, 0);   /* waits: Redis is away */
 	kill(R.pid, SIGCONT);
 	check_back(&n, "frozen-back");
+	assert_true(run_until(&n.loop, is_idle, n.l, 2000));
+	/* t1's finish went once Redis was back, and the slot Redis took for t2 when it woke (it
+	 * runs what it had read) was given back: no slot is held for 11 minutes */
+	redisContext *c = blocking();
+	assert_int_equal(redis_int(c, "ZCARD %s", "meridian:rl:{frozen}:c"), 0);
+	redisFree(c);
 	check_ttls();
 	node_stop(&n);
 }
