@@ -465,6 +465,7 @@ static void usage_parse_event(struct iov type, struct iov d, struct usage *u)
 		if (read_usage(usage, &in, &out)) {
 			u->input = in;
 			u->output = out;
+			u->input_reported = true;
 		}
 	} else if (iov_eq(type, "message_delta")) {
 		/* every count is cumulative: the last output wins, never a sum; input counts, when
@@ -515,6 +516,9 @@ uint64_t usage_charge(const struct usage *u, uint64_t est_input, bool *estimated
 
 	if (estimated)
 		*estimated = est;
+	if (est && u->input_reported)
+		/* a stream cut after its input was counted: the exact input (cache tokens too) */
+		return add_sat(u->input, u->output > u->content_events ? u->output : u->content_events);
 	if (est)
 		return add_sat(est_input, u->content_events);
 	return add_sat(u->input, u->output);

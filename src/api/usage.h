@@ -19,9 +19,12 @@ uint64_t usage_estimate(const json_t *body, enum api_endpoint ep, uint64_t defau
 /* The input part of usage_estimate() alone. */
 uint64_t usage_estimate_input(const json_t *body, enum api_endpoint ep);
 
+/* Zero it before the first call; each call only adds what it finds. */
 struct usage {
 	uint64_t input, output;       /* as the upstream reported them */
 	bool reported;                /* the upstream sent usage (all of it, for streams) */
+	bool input_reported;          /* the input is known although the rest may not be
+				       * (Anthropic's message_start) */
 	uint64_t content_events;      /* stream events that carried output text or tool arguments */
 };
 
@@ -37,7 +40,9 @@ void usage_from_json(const char *body, size_t len, struct usage *u);
 void usage_from_event(const struct sse_event *ev, struct usage *u);
 
 /* What to charge: the reported total, or, when the upstream never reported it (a stream cut
- * short, a client that went away), est_input plus one token per content event. */
+ * short, a client that went away), the reported input (else est_input) plus one token per
+ * content event. Endpoints without a token cost (count_tokens, models, pass-through paths)
+ * estimate 0. */
 uint64_t usage_charge(const struct usage *u, uint64_t est_input, bool *estimated);
 
 #endif

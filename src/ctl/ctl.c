@@ -526,10 +526,10 @@ static void admin_handle(struct http_req *req, void *ctx)
 		return;
 	}
 	if (path == P_NONE) {
-		char msg[200];
-		snprintf(msg, sizeof(msg), "no admin endpoint at '%.*s'",
-			 (int)(req->path.len > 120 ? 120 : req->path.len), req->path.base);
-		send_error(c, req, 404, "not_found", msg, NULL, 0);
+		/* the path is not echoed: a client may have put a secret in it */
+		send_error(c, req, 404, "not_found",
+			   "no such admin endpoint; see /admin/api/regions, /healthz, /readyz", NULL,
+			   0);
 		return;
 	}
 	if (!get) {

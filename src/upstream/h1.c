@@ -379,7 +379,7 @@ static void finish(struct upstream__h1_conn *c, int result)
 			  result == UPSTREAM_OK ? "not reusable" : upstream_strerror(result));
 		conn_close(c);
 	}
-	log_trace(LOGF_UPSTREAM, "upstream %s %s done: %s", r->method, r->url,
+	log_trace(LOGF_UPSTREAM, "upstream %s %.*s done: %s", r->method, upstream__url_loggable(r->url), r->url,
 		  upstream_strerror(result));
 	if (r->on_done)
 		r->on_done(r, result);
@@ -564,7 +564,7 @@ static int feed(struct upstream__h1_conn *c, const char *data, size_t n, bool in
 		stash_keep(c, c->span_at, data + n, in_stash);
 		return FEED_PAUSED;
 	}
-	log_trace(LOGF_UPSTREAM, "upstream %s %s: bad response: %s", r->method, r->url,
+	log_trace(LOGF_UPSTREAM, "upstream %s %.*s: bad response: %s", r->method, upstream__url_loggable(r->url), r->url,
 		  llhttp_errno_name(e));
 	finish(c, r->fail ? r->fail : UPSTREAM_EPROTO);
 	return FEED_FINISHED;
@@ -588,8 +588,8 @@ static void read_end(struct upstream__h1_conn *c, ssize_t err)
 		 * request was answered, so it goes again, once, on a new connection */
 		if (c->reused && !c->retried &&
 		    (err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE)) {
-			log_trace(LOGF_UPSTREAM, "upstream %s %s: reused connection closed (%s), retrying",
-				  r->method, r->url, uv_err_name((int)err));
+			log_trace(LOGF_UPSTREAM, "upstream %s %.*s: reused connection closed (%s), retrying",
+				  r->method, upstream__url_loggable(r->url), r->url, uv_err_name((int)err));
 			conn_move(c, c->host->good, 0, true);
 			return;
 		}
@@ -707,7 +707,7 @@ static void timer_cb(uv_timer_t *t)
 	}
 	expired = conn_deadlines(c, now, &next);
 	if (expired) {
-		log_trace(LOGF_UPSTREAM, "upstream %s %s: %s", c->req->method, c->req->url,
+		log_trace(LOGF_UPSTREAM, "upstream %s %.*s: %s", c->req->method, upstream__url_loggable(c->req->url), c->req->url,
 			  upstream_strerror(expired));
 		finish(c, expired);
 		return;
@@ -721,7 +721,7 @@ static void timer_cb(uv_timer_t *t)
 static void write_error(struct upstream__h1_conn *c, int err)
 {
 	c->write_failed = true;
-	log_trace(LOGF_UPSTREAM, "upstream %s %s: write failed: %s", c->req->method, c->req->url,
+	log_trace(LOGF_UPSTREAM, "upstream %s %.*s: write failed: %s", c->req->method, upstream__url_loggable(c->req->url), c->req->url,
 		  uv_err_name(err));
 	/* once the response is under way, it decides; and a closed or reset connection is
 	 * reported by the read side, after any early response queued before the close */
@@ -1173,13 +1173,13 @@ int upstream__h1_start(struct upstream__h1 *h1, struct upstream_req *r)
 		c->reused = true;
 		c->state = C_ACTIVE;
 		r->t_connected_ns = r->t_start_ns;
-		log_trace(LOGF_UPSTREAM, "upstream %s %s: reusing a connection", r->method, r->url);
+		log_trace(LOGF_UPSTREAM, "upstream %s %.*s: reusing a connection", r->method, upstream__url_loggable(r->url), r->url);
 		send_request(c);
 	} else {
 		c = conn_get(h1, host);
 		attach(c, r, path, plen, now);
 		c->reused = false;
-		log_trace(LOGF_UPSTREAM, "upstream %s %s: new connection", r->method, r->url);
+		log_trace(LOGF_UPSTREAM, "upstream %s %.*s: new connection", r->method, upstream__url_loggable(r->url), r->url);
 		conn_connect(c, host->good, now);
 	}
 	h1->active++;
@@ -1196,7 +1196,7 @@ void upstream__h1_cancel(struct upstream_req *r)
 	c->req = NULL;
 	r->h1 = NULL;
 	c->h1->active--;
-	log_trace(LOGF_UPSTREAM, "upstream %s %s: cancelled", r->method, r->url);
+	log_trace(LOGF_UPSTREAM, "upstream %s %.*s: cancelled", r->method, upstream__url_loggable(r->url), r->url);
 	conn_close(c);
 }
 

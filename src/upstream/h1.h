@@ -2,6 +2,7 @@
 #ifndef MERIDIAN_UPSTREAM_H1_H
 #define MERIDIAN_UPSTREAM_H1_H
 
+#include <string.h>
 #include <uv.h>
 
 #include "upstream/upstream.h"
@@ -16,6 +17,11 @@ struct upstream__h1;
 /* Clears what a previous attempt left in r (status, timestamps, response headers). Shared by
  * both clients; defined in upstream.c. */
 void upstream__req_reset(struct upstream_req *r);
+/* How much of a URL a log line may show: up to its query, which can carry keys. */
+static inline int upstream__url_loggable(const char *url)
+{
+	return (int)strcspn(url, "?#");
+}
 
 /* Returns a new client on loop. Disabled (every start returns 1) when MERIDIAN_UPSTREAM_CURL is
  * set to a non-empty value other than "0", or when a proxy is configured in the environment

@@ -418,7 +418,7 @@ static void check_multi_info(struct upstream_pool *pool)
 		int result = map_curl_result(r, rc);
 		if (result == UPSTREAM_OK && !r->headers_done)
 			result = UPSTREAM_EPROTO;
-		log_trace(LOGF_UPSTREAM, "upstream %s %s done: %s (curl: %s)", r->method, r->url,
+		log_trace(LOGF_UPSTREAM, "upstream %s %.*s done: %s (curl: %s)", r->method, upstream__url_loggable(r->url), r->url,
 			  upstream_strerror(result), curl_easy_strerror(rc));
 		finish(r, result);
 	}
@@ -509,7 +509,7 @@ int upstream_start(struct upstream_pool *pool, struct upstream_req *r)
 	}
 	pool->active++;
 	arm_timer(r, r->t_start_ns);
-	log_trace(LOGF_UPSTREAM, "upstream %s %s started", r->method, r->url);
+	log_trace(LOGF_UPSTREAM, "upstream %s %.*s started", r->method, upstream__url_loggable(r->url), r->url);
 	return 0;
 }
 

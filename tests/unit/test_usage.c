@@ -636,7 +636,7 @@ static void test_bodies(void **state)
 	check_body("[{\"usage\":{\"prompt_tokens\":5}}]", false, 0, 0);
 	check_body("", false, 0, 0);
 	/* a usage from a body overrides nothing else the caller set */
-	struct usage u = {0, 0, false, 9};
+	struct usage u = {.content_events = 9};
 	static const char b2[] = "{\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}";
 	usage_from_json(b2, sizeof(b2) - 1, &u);
 	assert_true(u.reported);
@@ -663,6 +663,11 @@ static void test_charge(void **state)
 	u.input = UINT64_MAX - 1;
 	u.output = 5;
 	assert_true(usage_charge(&u, 0, &est) == UINT64_MAX);
+
+	/* an Anthropic stream cut after message_start: its exact input, not the estimate */
+	u = (struct usage){.input = 5000, .output = 1, .input_reported = true, .content_events = 12};
+	assert_int_equal(usage_charge(&u, 100, &est), 5012);
+	assert_true(est);
 }
 
 /* ---- the estimate ---- */
