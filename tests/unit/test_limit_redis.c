@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -648,6 +649,19 @@ static void test_free_answers_pending_admissions(void **state)
 	assert_int_equal(uv_loop_close(&n.loop), 0);
 }
 
+static bool localhost_is_v4(void)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	bool v4;
+
+	if (getaddrinfo("localhost", NULL, &hints, &res) != 0 || !res)
+		return false;
+	v4 = res->ai_family == AF_INET &&
+	     ((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+	freeaddrinfo(res);
+	return v4;
+}
+
 static void test_wrong_password_and_no_server(void **state)
 {
 	char url[128];
@@ -681,6 +695,16 @@ static void test_wrong_password_and_no_server(void **state)
 	n.conf.redis_url = R.url;
 	limiter_set_conf(n.l, &n.conf);
 	assert_true(run_until(&n.loop, is_up, n.l, 5000));
+	/* a host name, resolved off the loop (when it names this Redis's address first) */
+	if (localhost_is_v4()) {
+		snprintf(url, sizeof(url), "redis://:%s@localhost:%d/%d", PASSWORD, R.port, DB);
+		n.conf.redis_url = url;
+		limiter_set_conf(n.l, &n.conf);
+		assert_true(run_until(&n.loop, is_up, n.l, 5000));
+		admit_wait(&n, &n.conf, &a, 0, &t, &ans);
+		assert_false(t.local);
+		limit_finish(n.l, &n.conf, &t, 0);
+	}
 	/* and back to memory */
 	n.conf.ratelimit_backend = CONF_BACKEND_MEMORY;
 	limiter_set_conf(n.l, &n.conf);
