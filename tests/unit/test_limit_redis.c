@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "conf/conf.h"
+#include "core/alloc.h"
 #include "limit/limit.h"
 #include "limit/limit_int.h"
 
@@ -314,6 +315,39 @@ static size_t check_ttls(void)
 	return n;
 }
 
+/* An account's window hash: per-second counts added up, and the sums the script keeps. */
+struct window {
+	long long requests, tokens;         /* the "<sec>" and "<sec>:t" fields */
+	long long sum_requests, sum_tokens; /* "r" and "t" */
+};
+
+static struct window window_of(const char *id)
+{
+	struct window w = {0};
+	redisContext *c = blocking();
+	redisReply *h;
+
+	assert_non_null(c);
+	h = redisCommand(c, "HGETALL meridian:rl:{%s}:w", id);
+	assert_non_null(h);
+	assert_int_equal(h->type, REDIS_REPLY_ARRAY);
+	for (size_t i = 0; i + 1 < h->elements; i += 2) {
+		const char *f = h->element[i]->str;
+		long long v = strtoll(h->element[i + 1]->str, NULL, 10);
+		if (!strcmp(f, "r"))
+			w.sum_requests = v;
+		else if (!strcmp(f, "t"))
+			w.sum_tokens = v;
+		else if (f[0] >= '0' && f[0] <= '9' && strchr(f, ':'))
+			w.tokens += v;
+		else if (f[0] >= '0' && f[0] <= '9')
+			w.requests += v;
+	}
+	freeReplyObject(h);
+	redisFree(c);
+	return w;
+}
+
 #define SKIP_WITHOUT_REDIS()                                                                \
 	do {                                                                                \
 		if (R.skip)                                                                 \
@@ -395,15 +429,9 @@ static void test_two_nodes_share_one_budget(void **state)
 	assert_int_equal(nr[0].local + nr[1].local, 0);
 	assert_true(check_ttls() >= 1);
 
-	redisContext *c = blocking();
-	redisReply *h = redisCommand(c, "HVALS meridian:rl:{shared}:w");
-	long long sum = 0;
-	assert_int_equal(h->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i < h->elements; i++)
-		sum += strtoll(h->element[i]->str, NULL, 10);
-	assert_int_equal(sum, 60);
-	freeReplyObject(h);
-	redisFree(c);
+	struct window w = window_of("shared");
+	assert_int_equal(w.requests, 60);
+	assert_int_equal(w.sum_requests, 60);
 }
 
 /* --- tokens, concurrency, view, TTLs ----------------------------------------------------- */
@@ -459,21 +487,104 @@ static void test_tokens_and_concurrency_in_redis(void **state)
 	assert_int_equal(ans.v, LIMIT_TOKENS);
 	assert_int_equal(ans.view.tokens_remaining, 0);
 
-	/* the view matches the hash */
-	redisReply *h = redisCommand(c, "HGETALL meridian:rl:{tok}:w");
-	long long req = 0, tok = 0;
-	for (size_t i = 0; i + 1 < h->elements; i += 2) {
-		long long v = strtoll(h->element[i + 1]->str, NULL, 10);
-		if (strchr(h->element[i]->str, ':'))
-			tok += v;
-		else
-			req += v;
-	}
-	freeReplyObject(h);
-	assert_int_equal(req, 3);
-	assert_int_equal(tok, 50 + 2000 + 500);
+	/* the view matches the hash, and the sums match the seconds */
+	struct window w = window_of("tok");
+	assert_int_equal(w.requests, 3);
+	assert_int_equal(w.tokens, 50 + 2000 + 500);
+	assert_int_equal(w.sum_requests, 3);
+	assert_int_equal(w.sum_tokens, 50 + 2000 + 500);
 	redisFree(c);
 	assert_true(check_ttls() >= 2);
+	node_stop(&n);
+}
+
+static long long redis_now_s(redisContext *c)
+{
+	redisReply *rep = redisCommand(c, "TIME");
+	long long s;
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+	s = strtoll(rep->element[0]->str, NULL, 10);
+	freeReplyObject(rep);
+	return s;
+}
+
+static void hset_seconds(redisContext *c, const char *key, const char *const *fv, size_t n)
+{
+	const char *argv[32];
+	redisReply *rep;
+
+	argv[0] = "HSET";
+	argv[1] = key;
+	for (size_t i = 0; i < n; i++)
+		argv[2 + i] = fv[i];
+	rep = redisCommandArgv(c, (int)n + 2, argv, NULL);
+	assert_non_null(rep);
+	assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+	freeReplyObject(rep);
+	freeReplyObject(redisCommand(c, "PEXPIRE %s 61000", key));
+}
+
+/* The window moves by Redis's clock: seconds a minute old leave the sums, the retry is the
+ * time until enough of them leave, and a hash left far behind is recounted. */
+static void test_window_moves_in_redis(void **state)
+{
+	struct conf_account a = account("slide", 3, 1000, 0), b = account("behind", 100, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+	struct node n;
+	redisContext *c;
+	char f[10][24];
+	long long now;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	c = blocking();
+	assert_non_null(c);
+	now = redis_now_s(c);
+	snprintf(f[0], 24, "%lld", now - 70);
+	snprintf(f[1], 24, "%lld:t", now - 70);
+	snprintf(f[2], 24, "%lld", now - 30);
+	snprintf(f[3], 24, "%lld:t", now - 30);
+	snprintf(f[4], 24, "%lld", now - 129);
+	snprintf(f[5], 24, "%lld", now - 70);
+	const char *fv[] = {f[0], "5", f[1], "500", f[2], "2", f[3], "200",
+			    "r", "7", "t", "700", "f", f[4], "or", f[5], "ot", f[5]};
+	hset_seconds(c, "meridian:rl:{slide}:w", fv, ARRAY_SIZE(fv));
+
+	node_start(&n, false);
+	/* the 5 requests and 500 tokens of a minute ago have left: 2 + 1 fit in 3 */
+	admit_wait(&n, &n.conf, &a, 100, &t, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_int_equal(ans.view.requests_remaining, 0);
+	assert_int_equal(ans.view.tokens_remaining, 700);
+	assert_true(ans.view.requests_reset_ms > 27000 && ans.view.requests_reset_ms <= 30000);
+	assert_true(ans.view.tokens_reset_ms > 27000 && ans.view.tokens_reset_ms <= 30000);
+	limit_finish(n.l, &n.conf, &t, 100);
+	admit_wait(&n, &n.conf, &a, 100, &t, &ans);
+	assert_int_equal(ans.v, LIMIT_REQUESTS);
+	assert_true(ans.view.retry_after_ms > 27000 && ans.view.retry_after_ms <= 30000);
+	struct window w = window_of("slide");
+	assert_int_equal(w.requests, 3);
+	assert_int_equal(w.sum_requests, 3);
+	assert_int_equal(w.tokens, 300);
+	assert_int_equal(w.sum_tokens, 300);
+
+	/* a hash whose oldest second is far behind, with sums gone wrong: recounted */
+	snprintf(f[0], 24, "%lld", now - 400);
+	snprintf(f[1], 24, "%lld", now - 10);
+	snprintf(f[2], 24, "%lld", now - 500);
+	const char *fv2[] = {f[0], "9", f[1], "1", "r", "90", "t", "0", "f", f[2]};
+	hset_seconds(c, "meridian:rl:{behind}:w", fv2, ARRAY_SIZE(fv2));
+	admit_wait(&n, &n.conf, &b, 0, &t, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_int_equal(ans.view.requests_remaining, 98);
+	w = window_of("behind");
+	assert_int_equal(w.requests, 2);
+	assert_int_equal(w.sum_requests, 2);
+	limit_finish(n.l, &n.conf, &t, 0);
+	redisFree(c);
+	check_ttls();
 	node_stop(&n);
 }
 
@@ -717,6 +828,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_two_nodes_share_one_budget),
 		cmocka_unit_test(test_tokens_and_concurrency_in_redis),
+		cmocka_unit_test(test_window_moves_in_redis),
 		cmocka_unit_test(test_cancel_gives_the_admission_back),
 		cmocka_unit_test(test_noscript_after_script_flush),
 		cmocka_unit_test(test_free_answers_pending_admissions),
