@@ -112,7 +112,8 @@ def section(args, runs, checks, before, after):
             commit += " (with uncommitted changes)"
         out.append("Measured %s by `BENCH_ONLY=routing bench/run%s` (meridian %s, commit %s), on "
                    "the machine described above; the other sections are from their own run." % (
-                       datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                       datetime.datetime.fromtimestamp(os.path.getmtime(args.results),
+                                                       datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                        " --quick" if args.mode == "quick" else "",
                        first_line(run([args.meridian, "version"])).replace("meridian ", "", 1), commit or "unknown"))
         out.append("")
@@ -338,7 +339,7 @@ def profile_section(args, cells):
     if not rows:
         return []
     shares = {r: profile_shares(profiles[r]) for r in rows}
-    cpu = {r: median([cpu_us(x) for x in cells.get((r, 1), {}).values()]) for r in rows}
+    cpu = {r: median([cpu_us(x) for x in kept(list(cells.get((r, 1), {}).values()))]) for r in rows}
     out = ["Where routing's time goes: `perf record -e cpu-clock -F 999 --call-graph dwarf` on each "
            "row's gateway for %s s under its 1-connection load, after the measured runs. A sample "
            "counts for every routing function on its stack (inclusive, once per sample); shares "
