@@ -1086,6 +1086,12 @@ void limit__redis_cancel(struct limit_redis *r, struct limit_ticket *t)
 void limit__redis_finish(struct limit_redis *r, struct limit_acct *s, const struct limit_ticket *t,
 			 uint64_t used)
 {
+	const struct conf_limits *lim = &t->account->limits;
+
+	/* No slot to free and nothing to correct (no token budget, or exactly the reservation
+	 * used): the admission counted all there is, and Redis is spared a round trip. */
+	if (!lim->max_concurrent && (!lim->tokens_per_minute || used == t->reserved_tokens))
+		return;
 	if (!r->up) {
 		giveback_add(r, s, t->second, t->reserved_tokens, used, t->id);
 		return;
