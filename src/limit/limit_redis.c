@@ -97,7 +97,9 @@ static const char ADMIT_LUA[] =
 	"local o1, o2 = oldest(oreq, nreq, false), oldest(otok, ntok, true)\n"
 	"if (o1 and o1 ~= oreq) or (o2 and o2 ~= otok) then dirty = true end\n"
 	"local verdict, retry = 0, 0\n"
-	"if rpm > 0 and nreq + 1 > rpm then verdict = 1; retry = drain(o1, false, nreq + 1 - rpm) end\n"
+	"if rpm > 0 and nreq + 1 > rpm then\n"
+	"  verdict = 1; retry = drain(o1, false, nreq + 1 - rpm)\n"
+	"end\n"
 	"if tpm > 0 and ntok > 0 and ntok + est > tpm then\n"
 	"  if verdict == 0 then verdict = 2 end\n"
 	"  local need = ntok + est - tpm\n"
@@ -127,10 +129,14 @@ static const char ADMIT_LUA[] =
 	"  end\n"
 	"end\n"
 	"if dirty then\n"
-	"  redis.call('HSET', k, 'r', n(nreq), 't', n(ntok), 'f', n(low), 'or', n(o1 or sec), 'ot', n(o2 or sec))\n"
+	"  redis.call('HSET', k, 'r', n(nreq), 't', n(ntok), 'f', n(low),\n"
+	"             'or', n(o1 or sec), 'ot', n(o2 or sec))\n"
 	"  redis.call('PEXPIRE', k, 61000)\n"
 	"end\n"
-	"local function reset(o) if o == nil then return 0 end return math.max((o + 60) * 1000 - now, 0) end\n"
+	"local function reset(o)\n"
+	"  if o == nil then return 0 end\n"
+	"  return math.max((o + 60) * 1000 - now, 0)\n"
+	"end\n"
 	"return {verdict, sec, nreq, ntok, reset(o1), reset(o2), retry}\n";
 
 /*
@@ -297,7 +303,8 @@ static bool parse_num(const char *s, size_t n, long max, long *out)
 	return true;
 }
 
-/* redis://[[user]:password@]host[:port][/db], rediss://..., unix://[[user]:password@]/path[?db=N] */
+/* redis://[[user]:password@]host[:port][/db], rediss://...,
+ * unix://[[user]:password@]/path[?db=N] */
 static int url_parse(struct limit_redis *r, const char *url)
 {
 	const char *p, *slash, *at, *end;
@@ -351,7 +358,8 @@ static int url_parse(struct limit_redis *r, const char *url)
 			return -1;
 		r->host = xstrndup(p + 1, (size_t)(close - p - 1));
 		if (close + 1 < end) {
-			if (close[1] != ':' || !parse_num(close + 2, (size_t)(end - close - 2), 65535, &v))
+			if (close[1] != ':' ||
+			    !parse_num(close + 2, (size_t)(end - close - 2), 65535, &v))
 				return -1;
 			r->port = (int)v;
 		}
@@ -523,7 +531,8 @@ static void giveback_add(struct limit_redis *r, struct limit_acct *acct, uint64_
 	if (!r->giveback)
 		r->giveback = xmalloc(GIVEBACK_MAX * sizeof(*r->giveback));
 	if (r->ngiveback < GIVEBACK_MAX)
-		r->giveback[r->ngiveback++] = (struct giveback){acct, sec, reserved, used, ticket_id};
+		r->giveback[r->ngiveback++] =
+			(struct giveback){acct, sec, reserved, used, ticket_id};
 }
 
 /* --- state ------------------------------------------------------------------------------- */
@@ -756,8 +765,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	}
 	switch (k->kind) {
 	case CALL_SETUP:
-		if (k->script_load && (rep->type != REDIS_REPLY_STRING ||
-				       (strcmp(rep->str, admit_sha) && strcmp(rep->str, finish_sha)))) {
+		if (k->script_load &&
+		    (rep->type != REDIS_REPLY_STRING ||
+		     (strcmp(rep->str, admit_sha) && strcmp(rep->str, finish_sha)))) {
 			if (r->ac == ac) {
 				conn_lost(r, ac, "SCRIPT LOAD answered an unexpected digest");
 				redisAsyncFree(ac);
@@ -891,7 +901,8 @@ static void connect_start(struct limit_redis *r)
 
 	if (r->closing || r->ac || r->gai_active)
 		return;
-	if (r->path || inet_pton(AF_INET, r->host, a) == 1 || inet_pton(AF_INET6, r->host, a) == 1) {
+	if (r->path || inet_pton(AF_INET, r->host, a) == 1 ||
+	    inet_pton(AF_INET6, r->host, a) == 1) {
 		connect_to(r, r->host);
 		return;
 	}
