@@ -1,6 +1,7 @@
 /* route.c - where a request runs: candidate deployments, ranking, health, capacity, affinity */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -18,6 +19,8 @@
 
 /* What route_attach() derives from a snapshot. */
 struct route_conf {
+	uint64_t generation;               /* unique per attach: a freed snapshot's address may
+					    * come back for the next one */
 	struct locator *loc;
 	struct key_hash {
 		const struct conf_account *account;
@@ -59,7 +62,11 @@ static void init_once(void)
 
 uint64_t route_now_ms(void)
 {
-	return uv_hrtime() / 1000000u;
+	/* the coarse clock is a plain read of the vDSO page; milliseconds of overload, affinity
+	 * and probe age need no finer resolution than its few milliseconds */
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* --- states and snapshots ---------------------------------------------------------------- */
@@ -123,8 +130,11 @@ int route_attach(struct conf *c, char *err, size_t errlen)
 {
 	struct route_conf *rc;
 
+	static atomic_uint_fast64_t generations;
+
 	uv_once(&R.once, init_once);
 	rc = xcalloc(1, sizeof(*rc));
+	rc->generation = atomic_fetch_add(&generations, 1) + 1;
 	rc->loc = locator_new(&c->client_location, err, errlen);
 	if (!rc->loc) {
 		free(rc);
@@ -451,12 +461,43 @@ static void explain(struct route_plan *p, uint64_t now)
 	p->retry_after_ms = until ? until - now : 0;
 }
 
+#define DISTANCE_CACHE_REGIONS 64
+
+/* Distances from the last client location a thread saw to every region: clients placed by the
+ * same header value, network or default share a location, so the trigonometry runs once per
+ * location and snapshot rather than once per candidate and request. */
+static const double *region_distances(const struct conf *c, const struct geo *client)
+{
+	static __thread struct {
+		const struct conf *conf;
+		uint64_t generation;
+		double lat, lon;
+		double km[DISTANCE_CACHE_REGIONS];
+	} cache;
+	const struct route_conf *rc = c->route;
+
+	if (c->nregions > DISTANCE_CACHE_REGIONS || !rc)
+		return NULL;
+	if (cache.conf != c || cache.generation != rc->generation || cache.lat != client->lat ||
+	    cache.lon != client->lon) {
+		for (size_t i = 0; i < c->nregions; i++)
+			cache.km[i] = geo_distance_km(
+			    *client, (struct geo){c->regions[i].lat, c->regions[i].lon});
+		cache.conf = c;
+		cache.generation = rc->generation;
+		cache.lat = client->lat;
+		cache.lon = client->lon;
+	}
+	return cache.km;
+}
+
 enum route_status route_plan(const struct route_query *q, struct route_plan *p)
 {
 	const struct conf_provider *pr = q->provider;
 	const double ms_per_km = q->conf->routing.ms_per_1000km / 1000.0;
 	uint64_t now = route_now_ms();
 	bool ready[CONF_MAX_DEPLOYMENTS];
+	const double *km = q->client ? region_distances(q->conf, q->client) : NULL;
 
 	p->n = 0;
 	p->tried = 0;
@@ -474,7 +515,8 @@ enum route_status route_plan(const struct route_query *q, struct route_plan *p)
 			continue;
 		double est = (double)atomic_load_explicit(&d->state->ewma_us, memory_order_relaxed);
 		if (q->client && d->reg)
-			est += geo_distance_km(*q->client, (struct geo){d->reg->lat, d->reg->lon}) *
+			est += (km ? km[d->reg - q->conf->regions]
+				   : geo_distance_km(*q->client, (struct geo){d->reg->lat, d->reg->lon})) *
 			       ms_per_km * 1000.0;
 		bool r = can_take(d, now);
 		/* insertion sort: those that can take it first, then by estimate */
