@@ -1429,6 +1429,11 @@ static void on_admitted(struct limit_ticket *t, enum limit_verdict v, const stru
 		send_limited(g, v);
 		return;
 	}
+	if (g->gw->closing) {
+		/* answered while the worker closes (the limiter gives pending admissions back) */
+		send_error(g, 503, "shutting_down", NULL, "the gateway is shutting down");
+		return;
+	}
 	g->dep = route_next(&g->plan);
 	if (!g->dep) {
 		send_unavailable(g, plan_why(&g->plan));
@@ -1590,6 +1595,7 @@ void gw_worker_drain(struct gw_worker *gw)
 
 void gw_worker_close(struct gw_worker *gw)
 {
+	gw->closing = true;
 	for (size_t i = 0; i < gw->nlisteners; i++)
 		http_listener_close(gw->listeners[i]);
 	xfree(gw->listeners);

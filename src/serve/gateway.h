@@ -33,6 +33,7 @@ struct gw_worker {
 	unsigned nfree;
 	uint64_t rng;                     /* request ids */
 	bool stopping;
+	bool closing;                     /* gw_worker_close() runs: no new upstream work */
 };
 
 /* Creates the upstream pool and a listener for every conf listen entry on loop. Returns 0 or a
