@@ -824,6 +824,11 @@ static int validate(struct walk *w, struct conf *c)
 	    strncmp(c->redis_url, "rediss://", 9) && strncmp(c->redis_url, "unix://", 7))
 		return conf__fail_field(w, &c->redis_url,
 					"expected a redis://, rediss:// or unix:// URL");
+	if (c->redis_url && !strncmp(c->redis_url, "rediss://", 9))
+		return conf__fail_field(w, &c->redis_url,
+					"rediss:// (TLS) is not supported: this build's hiredis "
+					"(0.14) has no TLS; use redis:// over a trusted network or "
+					"unix://");
 	if (!(strncmp(c->logs_store, "sqlite:", 7) == 0 && c->logs_store[7]) &&
 	    strncmp(c->logs_store, "postgres://", 11) &&
 	    strncmp(c->logs_store, "postgresql://", 13))

@@ -474,6 +474,9 @@ static const struct bad bad[] = {
 	{BASE "redis: {}\n", "t.yaml:7:8: key 'redis.url': required key is missing"},
 	{BASE "redis: {url: \"http://x\"}\n",
 	 "t.yaml:7:14: key 'redis.url': expected a redis://, rediss:// or unix:// URL"},
+	{BASE "redis: {url: \"rediss://:pw@h:6380/0\"}\n",
+	 "t.yaml:7:14: key 'redis.url': rediss:// (TLS) is not supported: this build's hiredis "
+	 "(0.14) has no TLS; use redis:// over a trusted network or unix://"},
 	{BASE "logs: {store: \"mysql://u:secret@h/db\"}\n",
 	 "t.yaml:7:15: key 'logs.store': expected \"sqlite:PATH\" or a postgres:// URL"},
 	{BASE "logs: {store: \"sqlite:\"}\n",
