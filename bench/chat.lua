@@ -2,12 +2,15 @@
 --
 -- Environment: BENCH_STREAM=1 asks for a stream ("stream": true, usage included) and sends
 -- x-mock-tokens: BENCH_STREAM_TOKENS (default 20) so `meridian mock` streams that many tokens.
+-- BENCH_KEY: the key sent as Authorization: Bearer (default a provider-looking placeholder, which
+-- the passthrough gateways forward and the origin ignores; the limits section sends a gateway key).
 -- No response() callback: defining one makes wrk hand every response to Lua, which would put
 -- the load generator's own cost on the measured path. Bodies are checked once with curl by
 -- bench/run before each load instead.
 
 local stream = os.getenv("BENCH_STREAM") == "1"
 local tokens = os.getenv("BENCH_STREAM_TOKENS") or "20"
+local key = os.getenv("BENCH_KEY") or "sk-bench-0000000000000000"
 
 local body = '{"model":"mock-1","messages":['
 	.. '{"role":"system","content":"You are a concise assistant."},'
@@ -21,7 +24,7 @@ body = body .. '}'
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench-0000000000000000"
+wrk.headers["Authorization"] = "Bearer " .. key
 if stream then
 	wrk.headers["x-mock-tokens"] = tokens
 end

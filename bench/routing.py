@@ -9,17 +9,16 @@ Standard library only.
 """
 
 import argparse
-import datetime
 import json
-import os
 import re
-import subprocess
 import sys
+
+from benchlib import (DISTURBED, MIN_CLEAN, cells_of, cpu_us, errors, kept,
+                      loadavg_range, measured_by, median, perf_samples, round_ratio, row_line, rps,
+                      write_section)
 
 THROUGHPUT_MIN = 0.95   # routed req/s at least 95% of the baseline's
 LATENCY_MAX = 1.05      # routed p50 and p99 at most 105% of the baseline's
-DISTURBED = 0.05        # a run during which other processes used more than 5% of a core
-MIN_CLEAN = 3           # medians over undisturbed runs only when at least this many are
 
 BEGIN = "<!-- routing section: written by bench/run (bench/routing.py) -->"
 END = "<!-- end of routing section -->"
@@ -33,53 +32,6 @@ ROWS = [
 ROUTED = ("routed", "affinity")   # the rows on the routed gateway, held to the target
 REGIONS = ["us-east-1", "us-west-1", "eu-west-1"]
 EXPECTED = "us-east-1"
-
-
-def run(cmd):
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        return (p.stdout + p.stderr).strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    if not n:
-        return float("nan")
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
-
-
-def rps(r):
-    w = r["wrk"]
-    return w["requests"] / (w["duration_us"] / 1e6) if w["duration_us"] else 0.0
-
-
-def cpu_us(r):
-    n = r["wrk"]["requests"]
-    return r["cpu_ns"] / 1e3 / n if n else float("nan")
-
-
-def errors(r):
-    return sum(r["wrk"]["errors"].values())
-
-
-def others_cpu(r):
-    """What other processes used during the run, in cores: the machine's busy time less that of
-    the gateways, the origin and wrk."""
-    wall = r["wall_ns"] / 1e6
-    return (r["busy_ms"] - r["ours_ms"]) / wall if wall and "busy_ms" in r else 0.0
-
-
-def disturbed(r):
-    return others_cpu(r) > DISTURBED
-
-
-def kept(rs):
-    """The undisturbed runs when at least MIN_CLEAN are, else all of them."""
-    ok = [r for r in rs if not disturbed(r)]
-    return ok if len(ok) >= MIN_CLEAN else rs
 
 
 METRICS = [
@@ -97,27 +49,13 @@ def deployments(path):
 
 def section(args, runs, checks, before, after):
     """Returns (markdown lines, list of (name, value, ok))."""
-    measured = [r for r in runs if r["round"] >= 0]
-    cells = {}
-    for r in measured:
-        cells.setdefault((r["row"], r["conns"]), {})[r["round"]] = r
+    cells = cells_of(runs)
     verdict = []
     aa = []    # (measure, A/A ratio, inside the target's band)
     out = [BEGIN, "## Routing: what locating, ranking and failover cost", ""]
 
     if args.alone:
-        commit = os.environ.get("BENCH_COMMIT") or run(["git", "-C", args.root, "rev-parse", "--short", "HEAD"])
-        dirty = run(["git", "-C", args.root, "status", "--porcelain", "--untracked-files=no"])
-        if commit and dirty and not os.environ.get("BENCH_COMMIT"):
-            commit += " (with uncommitted changes)"
-        out.append("Measured %s by `BENCH_ONLY=routing bench/run%s` (meridian %s, commit %s), on "
-                   "the machine described above; the other sections are from their own run." % (
-                       datetime.datetime.fromtimestamp(os.path.getmtime(args.results),
-                                                       datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       " --quick" if args.mode == "quick" else "",
-                       first_line(run([args.meridian, "version"])).replace("meridian ", "", 1), commit or "unknown"))
-        out.append("")
-    loads = [float(r["loadavg"].split()[0]) for r in measured if r.get("loadavg")]
+        out += [measured_by(args, "routing"), ""]
     pin = ("wrk runs on CPU %s with the origin; both gateways run side by side on CPU %s, the idle "
            "one costing the loaded one only its probes." % (args.load_cpu, args.server_cpu)
            if args.server_cpu is not None else "One CPU: nothing is pinned.")
@@ -144,8 +82,7 @@ def section(args, runs, checks, before, after):
         "runs**; each ratio is the median over rounds of that round's routed / baseline, runs "
         "adjacent in time, so that a neighbour's burst on this shared 2-core machine falls on both "
         "sides of a ratio. Load averages seen: %s." % (
-            args.seconds, args.rounds, args.rounds,
-            "%.2f to %.2f (1-minute)" % (min(loads), max(loads)) if loads else "unknown"),
+            args.seconds, args.rounds, args.rounds, loadavg_range(runs)),
         "- Disturbed runs are left out: during each run the script compares the machine's busy "
         "time (`/proc/stat`) with that of the gateways, the origin and wrk; a run during which "
         "other processes used more than %d%% of a core is ~~struck out~~ below and left out of "
@@ -167,37 +104,16 @@ def section(args, runs, checks, before, after):
             c = cells.get((row, conns))
             if not c:
                 continue
-            rs = [c[k] for k in sorted(c)]
-            ks = kept(rs)
-            strike = lambda text, r: "~~%s~~" % text if r not in ks else text
-            errs = sum(errors(r) for r in rs)
-            out.append("| %s | %d | %.0f | %s | %.0f us | %.0f us | %s | %.1f us | %s | %.1f / %.1f MiB |" % (
-                label, conns, median([rps(r) for r in ks]),
-                " ".join(strike("%.0f" % rps(r), r) for r in rs),
-                median([r["wrk"]["latency_us"]["p50"] for r in ks]),
-                median([r["wrk"]["latency_us"]["p99"] for r in ks]),
-                errs if not errs else "**%d**" % errs, median([cpu_us(r) for r in ks]),
-                " ".join("%.0f%%" % (100 * others_cpu(r)) for r in rs) +
-                (" (all kept: too few undisturbed)" if ks is rs and any(disturbed(r) for r in rs) else ""),
-                rs[-1]["rss_kib"] / 1024, max(r["hwm_kib"] for r in rs) / 1024))
+            out.append(row_line(label, conns, [c[k] for k in sorted(c)]))
     out += ["", "| measure | conns | routed / baseline | affinity / baseline | A/A | by round (routed; affinity; A/A) | target |",
             "|---|--:|--:|--:|--:|---|---|"]
     for name, fn, _, ok, target in METRICS:
         for conns in (1, 32):
-            base = cells.get(("base", conns), {})
             cols, by_round = [], []
             for row in ROUTED + ("base2",):
-                c = cells.get((row, conns), {})
-                pairs = [(fn(c[k]) / fn(base[k]), disturbed(c[k]) or disturbed(base[k]))
-                         for k in sorted(c) if k in base and fn(base[k])]
-                use = [x for x, d in pairs if not d]
-                if len(use) < MIN_CLEAN:
-                    use = [x for x, _ in pairs]
-                m = median(use) if use else None
+                m, text = round_ratio(cells, row, "base", conns, fn)
                 cols.append(m)
-                by_round.append(" ".join("~~%.3f~~" % x if d and len(use) < len(pairs) else "%.3f" % x
-                                         for x, d in pairs) +
-                                (" (all)" if len(use) == len(pairs) and any(d for _, d in pairs) else ""))
+                by_round.append(text)
                 if ok is not None and row == "base2" and m is not None:
                     aa.append(("%s at %d conn" % (name, conns), "%.3f" % m,
                                ok(m) and ok(1.0 / m) if m else False))
@@ -297,31 +213,13 @@ PROFILE_ROWS = [
 ]
 
 
-def perf_samples(path):
-    """Yields (tid, [frame symbols, innermost first]) from `perf script -F comm,tid,ip,sym,dso`."""
-    tid, frames = None, []
-    for line in open(path, errors="replace"):
-        if not line.strip():
-            if tid is not None:
-                yield tid, frames
-            tid, frames = None, []
-            continue
-        m = re.match(r"\s+[0-9a-f]+\s+(.*)\s+\((.*)\)$", line.rstrip("\n"))
-        if m:
-            frames.append(re.sub(r"\+0x[0-9a-f]+$", "", m.group(1).strip()))
-        elif tid is None and line.split():
-            tid = line.split()[-1]
-    if tid is not None:
-        yield tid, frames
-
-
 def profile_shares(path):
     """Returns (samples, {name: inclusive samples}) with "all" (any routing frame, off the
     control thread) and "control" (samples of the control thread)."""
     samples = list(perf_samples(path))
-    control = {tid for tid, fr in samples if any(CONTROL.match(f) for f in fr)}
+    control = {tid for _, tid, fr in samples if any(CONTROL.match(f) for f in fr)}
     counts = {"all": 0, "control": 0}
-    for tid, fr in samples:
+    for _, tid, fr in samples:
         if tid in control:
             counts["control"] += 1
             continue
@@ -372,36 +270,6 @@ def profile_section(args, cells):
     return out
 
 
-def first_line(s, default="unknown"):
-    return s.splitlines()[0].strip() if s else default
-
-
-def splice(doc, block, notes, alone):
-    """Puts block in place of the previous routing section, else before the notes (after the
-    measured sections and their profile), else at the end. Alone, also brings the notes up to
-    date."""
-    text = "\n".join(block)
-    i, j = doc.find(BEGIN), doc.find(END)
-    first = re.search(r"^## .*$", notes, re.M) if notes else None
-    m = re.search(r"^" + re.escape(first.group(0)) + r"$", doc, re.M) if first else None
-    if i >= 0 and j > i:
-        doc = doc[:i] + text + doc[j + len(END):]
-    elif m:
-        doc = doc[:m.start()] + text + "\n\n" + doc[m.start():]
-    else:
-        doc = doc.rstrip() + "\n\n" + text + "\n"
-    if alone and notes:
-        # the notes run from their first heading to the end, as report.py appends them
-        first = re.search(r"^## .*$", notes, re.M)
-        end = doc.find(END)
-        m = re.search(r"^" + re.escape(first.group(0)) + r"$", doc[end:], re.M) if first else None
-        if m:
-            doc = doc[:end + m.start()] + notes + "\n"
-        else:
-            doc = doc.rstrip() + "\n\n" + notes + "\n"
-    return doc.rstrip() + "\n"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -427,13 +295,7 @@ def main():
     checks = [json.loads(l) for l in open(args.checks) if l.strip()]
     block, verdict = section(args, runs, checks, deployments(args.before), deployments(args.after))
 
-    notes = ""
-    if args.notes and os.path.exists(args.notes):
-        notes = re.sub(r"\A# [^\n]*\n+", "", open(args.notes).read().strip())
-    doc = open(args.out).read() if os.path.exists(args.out) else \
-        "# Benchmarks\n\nGenerated by `bench/run`. Do not edit by hand.\n"
-    with open(args.out, "w") as f:
-        f.write(splice(doc, block, notes, args.alone))
+    write_section(args, block, BEGIN, END)
 
     failed = 0
     for name, val, ok in verdict:
