@@ -72,12 +72,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	stream(in, n, NULL, 0, &whole);
 	stream(in, n, data, nsplits, &split);
 	if (whole.u.input != split.u.input || whole.u.output != split.u.output ||
-	    whole.u.reported != split.u.reported ||
+	    whole.u.reported != split.u.reported || whole.u.input_reported != split.u.input_reported ||
 	    whole.u.content_events != split.u.content_events || whole.events != split.events)
 		abort();
 	if (whole.u.content_events > whole.events)
 		abort();
-	if (!whole.u.reported && usage_charge(&whole.u, 7, &est) != 7 + whole.u.content_events)
+	if (!whole.u.reported && !whole.u.input_reported &&
+	    usage_charge(&whole.u, 7, &est) != 7 + whole.u.content_events)
+		abort();
+	if (!whole.u.reported && whole.u.input_reported &&
+	    usage_charge(&whole.u, 7, &est) !=
+		whole.u.input + (whole.u.output > whole.u.content_events ? whole.u.output
+									 : whole.u.content_events))
 		abort();
 	if (whole.u.reported && (usage_charge(&whole.u, 7, &est) < whole.u.input || est))
 		abort();
