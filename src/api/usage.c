@@ -324,24 +324,107 @@ static bool read_usage(const json_t *usage, uint64_t *input, uint64_t *output)
 	return true;
 }
 
-void usage_from_json(const char *body, size_t len, struct usage *u)
-{
-	json_t *root = json_loadb(body, len, 0, NULL);
-	uint64_t in, out;
-
-	if (root && read_usage(json_object_get(root, "usage"), &in, &out)) {
-		u->input = in;
-		u->output = out;
-		u->reported = true;
-	}
-	json_decref(root);
-}
-
 static const char *skip_ws(const char *p, const char *end)
 {
 	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
 		p++;
 	return p;
+}
+
+/* Past the string that starts at p (its opening quote), or NULL if it does not end. */
+static const char *skip_string(const char *p, const char *end)
+{
+	for (p++; p < end; p++) {
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p + 1;
+	}
+	return NULL;
+}
+
+/* Past the JSON value at p (no whitespace before it), or NULL. Containers are matched by depth
+ * with strings skipped; scalars run to the next delimiter. It finds boundaries; the value itself
+ * is checked by whoever parses it. */
+static const char *skip_value(const char *p, const char *end)
+{
+	int depth = 0;
+
+	if (p >= end)
+		return NULL;
+	if (*p == '"')
+		return skip_string(p, end);
+	if (*p != '{' && *p != '[') {
+		while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' &&
+		       *p != '\r' && *p != '\t')
+			p++;
+		return p;
+	}
+	while (p < end) {
+		if (*p == '"') {
+			if (!(p = skip_string(p, end)))
+				return NULL;
+			continue;
+		}
+		if (*p == '{' || *p == '[')
+			depth++;
+		else if ((*p == '}' || *p == ']') && --depth == 0)
+			return p + 1;
+		p++;
+	}
+	return NULL;
+}
+
+/* The value of the top-level member name of the object in [p, end), without building a tree
+ * of the whole body: a response is walked member by member and only the one asked for is
+ * returned. */
+static bool top_member(const char *p, const char *end, const char *name, const char **vs,
+		       const char **ve)
+{
+	size_t nlen = strlen(name);
+
+	p = skip_ws(p, end);
+	if (p >= end || *p != '{')
+		return false;
+	p = skip_ws(p + 1, end);
+	while (p < end && *p == '"') {
+		const char *ks = p + 1, *ke = skip_string(p, end);
+		if (!ke)
+			return false;
+		p = skip_ws(ke, end);
+		if (p >= end || *p != ':')
+			return false;
+		p = skip_ws(p + 1, end);
+		const char *v = p;
+		if (!(p = skip_value(p, end)))
+			return false;
+		if ((size_t)(ke - 1 - ks) == nlen && memcmp(ks, name, nlen) == 0) {
+			*vs = v;
+			*ve = p;
+			return true;
+		}
+		p = skip_ws(p, end);
+		if (p >= end || *p != ',')
+			return false;
+		p = skip_ws(p + 1, end);
+	}
+	return false;
+}
+
+void usage_from_json(const char *body, size_t len, struct usage *u)
+{
+	const char *vs, *ve;
+	uint64_t in, out;
+
+	if (!top_member(body, body + len, "usage", &vs, &ve) || *vs != '{')
+		return;
+	json_t *usage = json_loadb(vs, (size_t)(ve - vs), 0, NULL);
+	if (usage && read_usage(usage, &in, &out)) {
+		u->input = in;
+		u->output = out;
+		u->reported = true;
+	}
+	json_decref(usage);
 }
 
 /* Finds the next `"key":` in [*from, end) (the key given with its quotes; whitespace allowed

@@ -206,17 +206,34 @@ enum locate_source route_locate(const struct conf *c, const struct sockaddr *pee
 	return locator_find(rc->loc, peer, location_header, forwarded_for, out);
 }
 
+/* OpenSSL 3 looks an algorithm up on every EVP_Digest(EVP_sha256()) call, which costs more
+ * than hashing a key: fetch it once. */
+static EVP_MD *sha256_md;
+
+static void sha256_init(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static bool sha256(const char *p, size_t len, unsigned char out[32])
+{
+	static uv_once_t once = UV_ONCE_INIT;
+	unsigned n = 0;
+
+	uv_once(&once, sha256_init);
+	return sha256_md && EVP_Digest(p, len, out, &n, sha256_md, NULL) && n == 32;
+}
+
 const struct conf_account *route_account_by_key(const struct conf *c, const char *key,
 						size_t len)
 {
 	const struct route_conf *rc = c->route;
 	unsigned char digest[32];
-	unsigned dlen = 0;
 	const struct conf_account *found = NULL;
 
 	if (!rc || !rc->nkeys || !len)
 		return NULL;
-	if (!EVP_Digest(key, len, digest, &dlen, EVP_sha256(), NULL) || dlen != sizeof(digest))
+	if (!sha256(key, len, digest))
 		return NULL;
 	/* every entry is compared, so the time does not tell which one matched */
 	for (size_t i = 0; i < rc->nkeys; i++)
