@@ -38,13 +38,12 @@ static bool path_is_canonical(struct iov p)
 	return true;
 }
 
-int api_classify(struct iov path, struct api_route *out)
+/* The endpoint of a plain /v1/... path. */
+static void classify_plain(struct iov path, struct api_route *out)
 {
-	memset(out, 0, sizeof(*out));
-	out->format = API_OPENAI;
-	if (!path_is_canonical(path) || !iov_starts(path, "/v1/"))
-		return -1;
 	struct iov rest = {path.base + 4, path.len - 4};
+
+	out->upstream_path = path;
 	if (iov_eq(rest, "chat/completions")) {
 		out->ep = API_EP_CHAT;
 	} else if (iov_eq(rest, "completions")) {
@@ -55,10 +54,10 @@ int api_classify(struct iov path, struct api_route *out)
 		out->ep = API_EP_EMBEDDINGS;
 	} else if (iov_eq(rest, "models")) {
 		out->ep = API_EP_MODELS;
-		return 0;
+		return;
 	} else if (iov_starts(rest, "models/") && rest.len > 7) {
 		out->ep = API_EP_MODEL;
-		return 0;
+		return;
 	} else if (iov_eq(rest, "messages")) {
 		out->ep = API_EP_MESSAGES;
 		out->format = API_ANTHROPIC;
@@ -67,10 +66,71 @@ int api_classify(struct iov path, struct api_route *out)
 		out->format = API_ANTHROPIC;
 	} else {
 		out->ep = API_EP_OTHER;
-		return 0;
+		return;
 	}
 	out->json_body = true;
 	out->needs_model = true;
+}
+
+/* The next segment of p at *at (after a '/'), advancing past it. */
+static struct iov segment(struct iov p, size_t *at)
+{
+	size_t s = *at, e = s;
+	while (e < p.len && p.base[e] != '/')
+		e++;
+	*at = e < p.len ? e + 1 : e;
+	return (struct iov){p.base + s, e - s};
+}
+
+static void unified(struct api_route *out, struct iov upstream)
+{
+	out->scope = API_SCOPE_UNIFIED;
+	out->ep = API_EP_CHAT;
+	out->json_body = true;
+	out->needs_model = true;
+	out->upstream_path = upstream;
+}
+
+int api_classify(struct iov path, struct api_route *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->format = API_OPENAI;
+	if (!path_is_canonical(path))
+		return -1;
+	if (iov_starts(path, "/client/v4/accounts/")) {
+		size_t at = 20;
+		out->account = segment(path, &at);
+		struct iov rest = {path.base + at, path.len - at};
+		if (!out->account.len || !iov_eq(rest, "ai/v1/chat/completions"))
+			return -1;
+		unified(out, IOV_LIT("/v1/chat/completions"));
+		return 0;
+	}
+	if (!iov_starts(path, "/v1/"))
+		return -1;
+	/* /v1/{account}/{gateway}/{provider}/v1/...: a provider path always begins with v1,
+	 * which no plain endpoint has as its fourth segment */
+	size_t at = 4;
+	struct iov a = segment(path, &at), g = segment(path, &at), p = segment(path, &at);
+	size_t rest_at = at;
+	struct iov v = segment(path, &at);
+	if (a.len && g.len && iov_eq(p, "compat") &&
+	    iov_eq((struct iov){path.base + rest_at, path.len - rest_at}, "chat/completions")) {
+		out->account = a;
+		out->gateway = g;
+		unified(out, IOV_LIT("/v1/chat/completions"));
+		return 0;
+	}
+	if (a.len && g.len && p.len && iov_eq(v, "v1") && at < path.len) {
+		struct iov up = {path.base + rest_at - 1, path.len - rest_at + 1};
+		classify_plain(up, out);
+		out->scope = API_SCOPE_PROVIDER;
+		out->account = a;
+		out->gateway = g;
+		out->provider = p;
+		return 0;
+	}
+	classify_plain(path, out);
 	return 0;
 }
 

@@ -20,17 +20,28 @@ enum api_endpoint {
 	API_EP_COUNT_TOKENS,      /* POST /v1/messages/count_tokens (Anthropic) */
 };
 
+enum api_scope {
+	API_SCOPE_PLAIN,          /* /v1/...: the default provider */
+	API_SCOPE_PROVIDER,       /* /v1/{account}/{gateway}/{provider}/v1/...: that provider */
+	API_SCOPE_UNIFIED,        /* /v1/{account}/{gateway}/compat/chat/completions and
+				   * /client/v4/accounts/{account}/ai/v1/chat/completions:
+				   * "model": "provider/model" */
+};
+
 struct api_route {
 	enum api_endpoint ep;
 	enum api_format format;   /* the client's wire format, for errors */
 	bool json_body;           /* the body must be a JSON object */
 	bool needs_model;         /* ... with a "model" string */
+	enum api_scope scope;
+	struct iov account, gateway, provider; /* from the path; empty when not given */
+	struct iov upstream_path; /* the path the upstream gets, e.g. "/v1/chat/completions" */
 };
 
-/* Classifies path (without query). Returns 0, or -1 when the path is not under /v1/ or is not in
- * canonical form (dot segments, empty segments, backslashes, encoded '/', '\\', '.' or NUL):
- * such paths are refused rather than normalised, so the path that is checked is the path that
- * goes upstream. */
+/* Classifies path (without query). Returns 0, or -1 when the path is not one of the forms
+ * above or is not in canonical form (dot segments, empty segments, backslashes, encoded '/',
+ * '\\', '.' or NUL): such paths are refused rather than normalised, so the path that is checked
+ * is the path that goes upstream. */
 int api_classify(struct iov path, struct api_route *out);
 
 /* Facts read from a parsed request body. */

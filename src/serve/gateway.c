@@ -42,6 +42,11 @@ struct gw_req {
 	bool holds_slot;                       /* dep's in-flight slot is ours */
 	const char *pinned;                    /* the region a pinned request runs in, or NULL */
 	const struct conf_account *account;
+	const struct conf_account *path_account; /* named by /v1/{account}/... */
+	const struct conf_gateway *gateway;    /* /v1/{account}/{gateway}/... settings */
+	char *out_body;                        /* the body sent upstream when it is not the
+						* client's (the unified endpoint's model) */
+	size_t out_body_len;
 	struct route_plan plan;
 	const char *extra_name, *extra_value;  /* one more header on an error answer */
 	struct limit_ticket ticket;
@@ -365,6 +370,8 @@ static void req_finish(struct gw_req *g)
 		route_release(g->next_dep);
 	json_decref(g->body);
 	g->body = NULL;
+	free(g->out_body);
+	g->out_body = NULL;
 	conf_unref(g->conf);
 	g->conf = NULL;
 	g->provider = NULL;
@@ -1031,10 +1038,14 @@ static int start_attempt(struct gw_req *g)
 	memset(&g->usage, 0, sizeof(g->usage)); /* a failed attempt is not charged */
 	buf_reset(&g->url);
 	buf_puts(&g->url, g->dep->url);
-	buf_append(&g->url, g->hreq->target.base, g->hreq->target.len);
+	buf_append(&g->url, g->route.upstream_path.base, g->route.upstream_path.len);
+	if (g->hreq->query.len) {
+		buf_append(&g->url, "?", 1);
+		buf_append(&g->url, g->hreq->query.base, g->hreq->query.len);
+	}
 	u->url = g->url.data;
-	u->body = g->hreq->body.data;
-	u->body_len = g->hreq->body.len;
+	u->body = g->out_body ? g->out_body : g->hreq->body.data;
+	u->body_len = g->out_body ? g->out_body_len : g->hreq->body.len;
 	u->connect_timeout_ms = rt->connect_timeout_ms;
 	u->first_byte_timeout_ms = rt->first_byte_timeout_ms;
 	u->idle_timeout_ms = rt->idle_timeout_ms;
@@ -1127,6 +1138,110 @@ static int authenticate(struct gw_req *g)
 		send_error(g, 401, "invalid_api_key", NULL, "the API key is not valid");
 		return -1;
 	}
+	if (g->path_account && g->path_account != g->account) {
+		char why[200];
+		snprintf(why, sizeof(why), "this key does not belong to account '%s'",
+			 g->path_account->id);
+		send_error(g, 403, "account_mismatch", NULL, why);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct conf_account *account_named(const struct conf *c, struct iov id)
+{
+	for (size_t i = 0; i < c->naccounts; i++)
+		if (iov_eq(id, c->accounts[i].id))
+			return &c->accounts[i];
+	return NULL;
+}
+
+/* The account, gateway and provider a /v1/{account}/{gateway}/{provider}/... or unified path
+ * names. Returns 0, or -1 once a 404 was sent. */
+static int resolve_path_scope(struct gw_req *g)
+{
+	const struct api_route *r = &g->route;
+	char msg[256];
+
+	g->path_account = account_named(g->conf, r->account);
+	if (!g->path_account) {
+		snprintf(msg, sizeof(msg), "there is no account '%.*s'",
+			 (int)(r->account.len > 64 ? 64 : r->account.len), r->account.base);
+		send_error(g, 404, "account_not_found", NULL, msg);
+		return -1;
+	}
+	if (r->gateway.len) {
+		size_t alen = r->account.len;
+		for (size_t i = 0; i < g->conf->ngateways && !g->gateway; i++) {
+			const char *id = g->conf->gateways[i].id;
+			if (strlen(id) == alen + 1 + r->gateway.len && !memcmp(id, r->account.base, alen) &&
+			    id[alen] == '/' && !memcmp(id + alen + 1, r->gateway.base, r->gateway.len))
+				g->gateway = &g->conf->gateways[i];
+		}
+		if (!g->gateway) {
+			snprintf(msg, sizeof(msg), "account '%s' has no gateway '%.*s'",
+				 g->path_account->id,
+				 (int)(r->gateway.len > 64 ? 64 : r->gateway.len), r->gateway.base);
+			send_error(g, 404, "gateway_not_found", NULL, msg);
+			return -1;
+		}
+	}
+	if (r->scope == API_SCOPE_PROVIDER) {
+		g->provider = conf_provider(g->conf, r->provider.base, r->provider.len);
+		if (!g->provider) {
+			snprintf(msg, sizeof(msg), "there is no provider '%.*s'",
+				 (int)(r->provider.len > 64 ? 64 : r->provider.len), r->provider.base);
+			send_error(g, 404, "provider_not_found", NULL, msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The unified endpoint's "model": "provider/model": the provider by name or alias, and the
+ * body the upstream gets names the model alone. Returns 0, or -1 once an error was sent. */
+static int resolve_unified_model(struct gw_req *g)
+{
+	const char *m = g->facts.model, *slash = m ? strchr(m, '/') : NULL;
+	char msg[256];
+
+	if (!slash || slash == m || !slash[1]) {
+		send_error(g, 400, "invalid_request", "model",
+			   "the unified endpoint takes \"model\": \"provider/model\"");
+		return -1;
+	}
+	g->provider = conf_provider(g->conf, m, (size_t)(slash - m));
+	if (!g->provider) {
+		snprintf(msg, sizeof(msg), "there is no provider '%.*s'",
+			 (int)(slash - m > 64 ? 64 : slash - m), m);
+		send_error(g, 404, "provider_not_found", "model", msg);
+		return -1;
+	}
+	json_object_set_new(g->body, "model", json_string(slash + 1));
+	g->facts.model = json_string_value(json_object_get(g->body, "model"));
+	g->out_body = json_dumps(g->body, JSON_COMPACT);
+	if (!g->out_body) {
+		send_error(g, 500, "internal_error", NULL, "could not serialise the request");
+		return -1;
+	}
+	g->out_body_len = strlen(g->out_body);
+	return 0;
+}
+
+/* Until translation arrives, a provider is reached only in a format it speaks. */
+static int check_provider_api(struct gw_req *g)
+{
+	bool anthropic = g->route.ep == API_EP_MESSAGES || g->route.ep == API_EP_COUNT_TOKENS;
+	bool openai = g->route.json_body && !anthropic;
+	char msg[200];
+
+	if ((anthropic && !(g->provider->api & CONF_API_ANTHROPIC)) ||
+	    (openai && !(g->provider->api & CONF_API_OPENAI))) {
+		snprintf(msg, sizeof(msg), "provider '%s' does not speak the %s API", g->provider->name,
+			 anthropic ? "Anthropic Messages" : "OpenAI");
+		send_error(g, 400, "unsupported_api", NULL, msg);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1159,7 +1274,7 @@ static void answer_models(struct gw_req *g)
 	if (anthropic)
 		g->route.format = API_ANTHROPIC;
 	if (g->route.ep == API_EP_MODEL)
-		want = (struct iov){g->hreq->path.base + 11, g->hreq->path.len - 11};
+		want = (struct iov){g->route.upstream_path.base + 11, g->route.upstream_path.len - 11};
 	for (size_t i = 0; i < p->ndeployments; i++) {
 		const struct conf_deployment *d = &p->deployments[i];
 		const struct route_models *m = NULL;
@@ -1491,7 +1606,10 @@ static void handle(struct http_req *h, void *ctx)
 	}
 	if (host_region)
 		g->pinned = host_region;
-	g->provider = conf_default_provider(g->conf);
+	if (g->route.scope != API_SCOPE_PLAIN && resolve_path_scope(g) < 0)
+		return;
+	if (!g->provider)
+		g->provider = conf_default_provider(g->conf);
 	if (!g->provider) {
 		send_error(g, 503, "no_provider", NULL, "no provider is configured");
 		return;
@@ -1524,6 +1642,10 @@ static void handle(struct http_req *h, void *ctx)
 			return;
 		}
 	}
+	if (g->route.scope == API_SCOPE_UNIFIED && resolve_unified_model(g) < 0)
+		return;
+	if (check_provider_api(g) < 0)
+		return;
 	if (request_timeout(g) < 0 || attempts_limit(g) < 0 || plan(g) < 0)
 		return;
 	admit(g);

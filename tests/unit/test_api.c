@@ -46,6 +46,50 @@ static void test_classify(void **state)
 		assert_int_equal(classify(bad[i], &r), -1);
 }
 
+static void test_classify_scoped(void **state)
+{
+	struct api_route r;
+	(void)state;
+
+	assert_int_equal(classify("/v1/acme/prod/grok/v1/chat/completions", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_PROVIDER);
+	assert_int_equal(r.ep, API_EP_CHAT);
+	assert_true(iov_eq(r.account, "acme") && iov_eq(r.gateway, "prod") &&
+		    iov_eq(r.provider, "grok"));
+	assert_true(iov_eq(r.upstream_path, "/v1/chat/completions"));
+	/* the Anthropic SDK with baseURL .../v1/acme/prod/grok */
+	assert_int_equal(classify("/v1/acme/prod/grok/v1/messages", &r), 0);
+	assert_int_equal(r.ep, API_EP_MESSAGES);
+	assert_int_equal(r.format, API_ANTHROPIC);
+	assert_true(iov_eq(r.upstream_path, "/v1/messages"));
+	assert_int_equal(classify("/v1/acme/prod/xai/v1/models/grok-4", &r), 0);
+	assert_int_equal(r.ep, API_EP_MODEL);
+	assert_true(iov_eq(r.upstream_path, "/v1/models/grok-4"));
+	assert_int_equal(classify("/v1/acme/prod/xai/v1/files/f-1/content", &r), 0);
+	assert_int_equal(r.ep, API_EP_OTHER);
+	assert_true(iov_eq(r.upstream_path, "/v1/files/f-1/content"));
+
+	assert_int_equal(classify("/v1/acme/prod/compat/chat/completions", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_UNIFIED);
+	assert_int_equal(r.ep, API_EP_CHAT);
+	assert_true(iov_eq(r.account, "acme") && iov_eq(r.gateway, "prod") && !r.provider.len);
+	assert_true(iov_eq(r.upstream_path, "/v1/chat/completions"));
+	assert_int_equal(classify("/client/v4/accounts/acme/ai/v1/chat/completions", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_UNIFIED);
+	assert_true(iov_eq(r.account, "acme") && !r.gateway.len);
+
+	/* plain paths stay plain; malformed scoped ones are not scoped */
+	assert_int_equal(classify("/v1/chat/completions", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_PLAIN);
+	assert_true(iov_eq(r.upstream_path, "/v1/chat/completions"));
+	assert_int_equal(classify("/v1/a/g/p/v2/chat", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_PLAIN);
+	assert_int_equal(r.ep, API_EP_OTHER);
+	assert_int_equal(classify("/client/v4/accounts/acme/ai/v1/embeddings", &r), -1);
+	assert_int_equal(classify("/client/v4/accounts//ai/v1/chat/completions", &r), -1);
+	assert_int_equal(classify("/v1/acme/prod/grok/v1/../../admin", &r), -1);
+}
+
 static json_t *parse(const char *body, struct api_body *facts, char *err, const char **param)
 {
 	struct api_route r;
@@ -131,6 +175,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_classify),
+		cmocka_unit_test(test_classify_scoped),
 		cmocka_unit_test(test_parse_body),
 		cmocka_unit_test(test_error_shapes),
 	};
