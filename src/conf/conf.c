@@ -94,6 +94,39 @@ static int walk_retry_on(struct walk *w, const struct cnode *n, void *base)
 	return 0;
 }
 
+/* fallbacks: {MODEL: [STEP, ...]}, a step "model" or "provider/model" (checked once providers
+ * are known). */
+static int walk_fallbacks(struct walk *w, const struct cnode *n, void *base)
+{
+	struct conf_gateway *g = base;
+	const char *s;
+
+	if (n->type != CNODE_MAP)
+		return conf__fail(w, n, "expected a map from a model to its list of fallbacks");
+	g->fallbacks = xcalloc(n->n / 2 + 1, sizeof(*g->fallbacks));
+	for (size_t i = 0; i + 1 < n->n; i += 2) {
+		const struct cnode *k = n->items[i], *v = n->items[i + 1];
+		struct conf_fallback *f = &g->fallbacks[g->nfallbacks];
+		if (conf__get_str(w, k, &s) < 0)
+			return -1;
+		if (v->type != CNODE_SEQ || v->n == 0)
+			return conf__fail(w, v, "expected a non-empty list of models");
+		f->model = xstrdup(s);
+		f->steps = xcalloc(v->n + 1, sizeof(char *));
+		g->nfallbacks++;
+		for (size_t j = 0; j < v->n; j++) {
+			if (conf__get_str(w, v->items[j], &s) < 0)
+				return -1;
+			if (!*s)
+				return conf__fail(w, v->items[j], "not a model name");
+			f->steps[f->nsteps] = xstrdup(s);
+			conf__origin_add(w, &f->steps[f->nsteps], v->items[j]);
+			f->nsteps++;
+		}
+	}
+	return 0;
+}
+
 static int walk_on_redis_error(struct walk *w, const struct cnode *n, void *base)
 {
 	struct conf *c = base;
@@ -192,6 +225,8 @@ static const struct dir account_dirs[] = {              /* struct conf_account *
 static const struct dir gateway_dirs[] = {              /* struct conf_gateway */
 	K("cache_ttl",          T_DURATION,  conf_gateway, cache_ttl_ms),
 	K("log_bodies",         T_BOOL,      conf_gateway, log_bodies),
+	K("max_attempts",       T_UINT,      conf_gateway, max_attempts, .min = 1, .max = 10),
+	{.key = "fallbacks", .type = T_FN, .fn = walk_fallbacks},
 	{0},
 };
 
@@ -714,10 +749,21 @@ static int check_gateway(struct walk *w, struct conf *c, struct conf_gateway *g)
 		return conf__fail_field(w, &g->id, "expected \"account/gateway\"");
 	memcpy(acct, g->id, (size_t)(slash - g->id));
 	acct[slash - g->id] = '\0';
+	bool known = false;
 	for (size_t i = 0; i < c->naccounts; i++)
-		if (!strcmp(c->accounts[i].id, acct))
-			return 0;
-	return conf__fail_field(w, &g->id, "unknown account '%s'", acct);
+		known |= !strcmp(c->accounts[i].id, acct);
+	if (!known)
+		return conf__fail_field(w, &g->id, "unknown account '%s'", acct);
+	/* a step naming a provider must name one that exists */
+	for (size_t i = 0; i < g->nfallbacks; i++)
+		for (size_t j = 0; j < g->fallbacks[i].nsteps; j++) {
+			const char *st = g->fallbacks[i].steps[j], *sl = strchr(st, '/');
+			if (sl && (sl == st || !sl[1] || !conf_provider(c, st, (size_t)(sl - st))))
+				return conf__fail_field(w, &g->fallbacks[i].steps[j],
+							"'%s' names no provider; expected \"model\" "
+							"or \"provider/model\"", st);
+		}
+	return 0;
 }
 
 static int check_client_location(struct walk *w, struct conf_client_location *cl)
@@ -883,8 +929,15 @@ static void conf_free(struct conf *c)
 		list_free(c->accounts[i].regions, c->accounts[i].nregions);
 	}
 	free(c->accounts);
-	for (size_t i = 0; i < c->ngateways; i++)
-		free(c->gateways[i].id);
+	for (size_t i = 0; i < c->ngateways; i++) {
+		struct conf_gateway *g = &c->gateways[i];
+		free(g->id);
+		for (size_t j = 0; j < g->nfallbacks; j++) {
+			free(g->fallbacks[j].model);
+			list_free(g->fallbacks[j].steps, g->fallbacks[j].nsteps);
+		}
+		free(g->fallbacks);
+	}
 	free(c->gateways);
 	free(c->client_location.header);
 	list_free(c->client_location.trusted_proxies, c->client_location.ntrusted_proxies);

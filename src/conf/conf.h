@@ -83,10 +83,20 @@ struct conf_account {
 	size_t nregions;
 };
 
+/* A model's fallback chain: steps "model" (same provider) or "provider/model". */
+struct conf_fallback {
+	char *model;
+	char **steps;          /* NULL-terminated */
+	size_t nsteps;
+};
+
 struct conf_gateway {
 	char *id;              /* "account/gateway" */
 	uint64_t cache_ttl_ms;
 	bool log_bodies;
+	unsigned max_attempts; /* 0: routing.max_attempts */
+	struct conf_fallback *fallbacks;
+	size_t nfallbacks;
 };
 
 struct conf_network {

@@ -21,6 +21,9 @@
 #define MAX_RESP_FIELDS 96
 #define MAX_JSON_RESPONSE (64u * 1024 * 1024)
 #define NS_PER_MS 1000000ull
+/* The longest Retry-After the gateway waits out itself; a longer one goes to the client, whose
+ * SDK waits it and retries. */
+#define MAX_RETRY_WAIT_MS 2000
 
 /* What kind of body the upstream answers with, decided at its response headers. */
 enum relay_mode {
@@ -47,6 +50,14 @@ struct gw_req {
 	char *out_body;                        /* the body sent upstream when it is not the
 						* client's (the unified endpoint's model) */
 	size_t out_body_len;
+	const struct conf_fallback *chain;     /* the requested model's fallbacks (gateway) */
+	unsigned chain_next;                   /* the next step of chain to try */
+	bool fallback_pending;                 /* an answer turned down to try the chain */
+	uint64_t wait_ms;                      /* before retrying the same deployment */
+	unsigned step_attempts;                /* attempts each model of the chain gets */
+	struct geo client;                     /* where the client is, when located */
+	bool located;
+	struct gw_timer *timer;                /* backoff; kept with a recycled context */
 	struct route_plan plan;
 	const char *extra_name, *extra_value;  /* one more header on an error answer */
 	struct limit_ticket ticket;
@@ -86,6 +97,18 @@ struct gw_req {
 
 static void req_finish(struct gw_req *g);
 static int start_attempt(struct gw_req *g);
+static bool try_fallback(struct gw_req *g);
+
+/* The backoff timer owns itself: a context can be freed while its handle closes. */
+struct gw_timer {
+	uv_timer_t t;
+	struct gw_req *g;
+};
+
+static void timer_closed(uv_handle_t *h)
+{
+	free(container_of((uv_timer_t *)h, struct gw_timer, t));
+}
 
 /* --- ids --------------------------------------------------------------------------------- */
 
@@ -284,6 +307,8 @@ static void add_own_fields(struct gw_req *g, char *timing, size_t tlen, char *at
 		ADD_FIELD_LIT(g, "x-meridian-region", g->dep->region);
 	else if (g->pinned)
 		ADD_FIELD_LIT(g, "x-meridian-region", g->pinned);
+	if (g->facts.model && g->dep)
+		ADD_FIELD_LIT(g, "x-meridian-model", g->facts.model);
 	snprintf(attempts, alen, "%u", g->attempts);
 	ADD_FIELD_LIT(g, "x-meridian-attempts", attempts);
 	ADD_FIELD_LIT(g, "server-timing", timing_value(g, timing, tlen));
@@ -339,6 +364,8 @@ static struct gw_req *req_get(struct gw_worker *gw)
 
 static void req_destroy(struct gw_req *g)
 {
+	if (g->timer)
+		uv_close((uv_handle_t *)&g->timer->t, timer_closed);
 	upstream_req_release(&g->up);
 	buf_release(&g->url);
 	buf_release(&g->hdr_text);
@@ -357,6 +384,8 @@ static void req_finish(struct gw_req *g)
 		upstream_cancel(&g->up);
 		g->upstream_active = false;
 	}
+	if (g->timer)
+		uv_timer_stop(&g->timer->t);
 	if (g->dep && g->holds_slot)
 		route_release(g->dep);
 	if (g->ticket.pending) {
@@ -399,6 +428,7 @@ static void req_finish(struct gw_req *g)
 		g->hdr_nodes = saved.hdr_nodes;
 		g->hdr_nodes_cap = saved.hdr_nodes_cap;
 		g->resp_body = saved.resp_body;
+		g->timer = saved.timer;
 		g->up.resp_headers = saved.up.resp_headers;
 		g->sse = saved.sse;
 		g->next_free = gw->free_reqs;
@@ -683,6 +713,24 @@ static int on_up_headers(struct upstream_req *r, int status, const struct buf *h
 				 g->request_id, g->attempts, g->dep->url, status, g->next_dep->url);
 			return -1;
 		}
+		/* nothing else in this plan: the next model of the chain, or the one deployment
+		 * once its Retry-After has passed, if that fits the request's budget */
+		if (g->chain && g->chain_next < g->chain->nsteps) {
+			g->fallback_pending = true;
+			return -1;
+		}
+		uint64_t ra = retry_after_ms(headers);
+		uint64_t elapsed = (uv_hrtime() - g->hreq->t_ready_ns) / NS_PER_MS;
+		/* only when there was nowhere else to go and the wait is short: otherwise the
+		 * answer goes to the client, whose SDK waits and retries by itself */
+		if ((status == 429 || status == 503 || status == 529) && g->plan.n == 1 && ra &&
+		    ra <= MAX_RETRY_WAIT_MS && elapsed + ra < g->total_timeout_ms) {
+			log_info("request %s: attempt %u on '%s' answered %d, retrying there in %llu ms",
+				 g->request_id, g->attempts, g->dep->url, status,
+				 (unsigned long long)ra);
+			g->wait_ms = ra;
+			return -1;
+		}
 	}
 	if (ctype.len >= 17 && strncasecmp(ctype.base, "text/event-stream", 17) == 0) {
 		g->mode = RELAY_SSE;
@@ -828,6 +876,41 @@ static bool deployment_failed(int result)
 	       result == UPSTREAM_ETIMEOUT_FIRST_BYTE || result == UPSTREAM_ETLS;
 }
 
+/* Exponential backoff with jitter before asking a deployment again: up to 100 ms x 2^(n-1)
+ * after the n-th attempt, capped at 2 s, never less than half of it. */
+static uint64_t backoff_ms(struct gw_req *g)
+{
+	unsigned n = g->attempts ? g->attempts - 1 : 0;
+	uint64_t cap = 100u << (n < 5 ? n : 5);
+	if (cap > 2000)
+		cap = 2000;
+	return cap / 2 + rng_next(&g->gw->rng) % (cap / 2 + 1);
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+	struct gw_req *g = container_of(t, struct gw_timer, t)->g;
+	if (start_attempt(g) != 0)
+		send_error(g, 504, "request_timeout", NULL, "the request exceeded its total timeout");
+}
+
+/* Starts the next attempt on g->dep (whose slot it holds) after ms. False when the wait would
+ * outlast the request's total timeout. */
+static bool attempt_after(struct gw_req *g, uint64_t ms)
+{
+	uint64_t elapsed = (uv_hrtime() - g->hreq->t_ready_ns) / NS_PER_MS;
+	if (elapsed + ms >= g->total_timeout_ms)
+		return false;
+	if (!g->timer) {
+		g->timer = xmalloc(sizeof(*g->timer));
+		uv_timer_init(g->gw->loop, &g->timer->t);
+	}
+	g->timer->g = g;
+	buf_reset(&g->resp_body);
+	uv_timer_start(&g->timer->t, on_backoff, ms, 0);
+	return true;
+}
+
 /* Moves the request's in-flight slot to next (claimed by route_next) and starts there. */
 static int move_to(struct gw_req *g, const struct conf_deployment *next)
 {
@@ -936,6 +1019,21 @@ static void on_up_done(struct upstream_req *r, int result)
 		send_error(g, 504, "request_timeout", NULL, "the request exceeded its total timeout");
 		return;
 	}
+	if (g->wait_ms) {
+		uint64_t ms = g->wait_ms;
+		g->wait_ms = 0;
+		if (attempt_after(g, ms))
+			return;
+		send_error(g, 504, "request_timeout", NULL, "the request exceeded its total timeout");
+		return;
+	}
+	if (g->fallback_pending) {
+		g->fallback_pending = false;
+		if (try_fallback(g))
+			return;
+		send_unavailable(g, "the upstream refused it and no fallback model can take it");
+		return;
+	}
 	if (result == UPSTREAM_OK && g->mode == RELAY_BUFFERED) {
 		/* a 2xx JSON answer that is not a whole object is a broken upstream, not a success;
 		 * the upstream client already checked the framing, so the body's two ends tell
@@ -964,18 +1062,24 @@ static void on_up_done(struct upstream_req *r, int result)
 			/* a deployment that kept silent is not asked again: the next one is */
 			if (result == UPSTREAM_ETIMEOUT_FIRST_BYTE)
 				route_exclude(&g->plan, g->dep);
+			uint32_t tried = g->plan.tried;
 			const struct conf_deployment *next = route_next(&g->plan);
 			if (next) {
-				log_info("request %s: attempt %u on '%s' failed (%s), trying '%s'",
+				/* asking one that failed already: not at once, but after a backoff */
+				bool again = (tried & g->plan.tried) == g->plan.tried;
+				log_info("request %s: attempt %u on '%s' failed (%s), trying '%s'%s",
 					 g->request_id, g->attempts, g->dep->url,
-					 upstream_strerror(result), next->url);
+					 upstream_strerror(result), next->url,
+					 again ? " after a backoff" : "");
 				g->dep = next;
 				g->holds_slot = true;
 				buf_reset(&g->resp_body);
-				if (start_attempt(g) == 0)
+				if (again ? attempt_after(g, backoff_ms(g)) : start_attempt(g) == 0)
 					return;
 			}
 		}
+		if (try_fallback(g))
+			return;
 		error_for_result(result, &status, &code, &msg);
 		log_warn("request %s: upstream '%s' failed: %s", g->request_id, g->dep->url,
 			 upstream_strerror(result));
@@ -1365,24 +1469,26 @@ static void answer_models(struct gw_req *g)
 	req_finish(g);
 }
 
-/* x-meridian-max-attempts lowers routing.max_attempts for one request. */
+/* Attempts per model: routing.max_attempts, the gateway's max_attempts, or the request's
+ * x-meridian-max-attempts (1 to 10). */
 static int attempts_limit(struct gw_req *g)
 {
 	const struct iov *v = http_req_header(g->hreq, "x-meridian-max-attempts");
 	unsigned max = g->conf->routing.max_attempts ? g->conf->routing.max_attempts : 1;
 	int64_t n;
 
-	g->max_attempts = max;
-	if (!v)
-		return 0;
-	n = str_to_i64(v->base, v->len);
-	if (n < 1) {
-		send_error(g, 400, "invalid_request", NULL,
-			   "x-meridian-max-attempts must be a whole number of at least 1");
-		return -1;
+	if (g->gateway && g->gateway->max_attempts)
+		max = g->gateway->max_attempts;
+	if (v) {
+		n = str_to_i64(v->base, v->len);
+		if (n < 1 || n > 10) {
+			send_error(g, 400, "invalid_request", NULL,
+				   "x-meridian-max-attempts must be a whole number from 1 to 10");
+			return -1;
+		}
+		max = (unsigned)n;
 	}
-	if ((uint64_t)n < max)
-		g->max_attempts = (unsigned)n;
+	g->max_attempts = g->step_attempts = max;
 	return 0;
 }
 
@@ -1445,15 +1551,92 @@ static const struct iov *forwarded_for(const struct http_req *h, struct iov *out
 
 /* Plans the request's candidates and claims the first. Returns 0, or -1 once an error was
  * sent. */
+/* The router's question for the request's current provider and model. */
+static struct route_query query_of(struct gw_req *g)
+{
+	struct route_query q = {
+		.conf = g->conf, .provider = g->provider, .model = g->facts.model,
+		.region = g->pinned, .account = g->account,
+		.client = g->located ? &g->client : NULL,
+	};
+	const struct iov *conv = http_req_header(g->hreq, "x-grok-conv-id");
+	const char *acct = g->account ? g->account->id : NULL;
+
+	if (conv && conv->len)
+		q.affinity_key = route_affinity_key(g->provider->name, acct, conv->base, conv->len);
+	else if (g->facts.cache_key && g->facts.cache_key[0])
+		q.affinity_key = route_affinity_key(g->provider->name, acct, g->facts.cache_key,
+						    strlen(g->facts.cache_key));
+	return q;
+}
+
+static bool provider_speaks(const struct conf_provider *p, const struct api_route *r)
+{
+	bool anthropic = r->ep == API_EP_MESSAGES || r->ep == API_EP_COUNT_TOKENS;
+	return anthropic ? p->api & CONF_API_ANTHROPIC : p->api & CONF_API_OPENAI;
+}
+
+/* Moves the request to the next step of its fallback chain that some deployment in scope
+ * serves: the provider, the model in the body the upstream gets, and a new plan. False when
+ * the chain has no such step left. */
+static bool next_step(struct gw_req *g)
+{
+	while (g->chain && g->body && g->chain_next < g->chain->nsteps) {
+		const char *st = g->chain->steps[g->chain_next++], *sl = strchr(st, '/');
+		const struct conf_provider *p = sl ? conf_provider(g->conf, st, (size_t)(sl - st))
+						   : g->provider;
+		const char *model = sl ? sl + 1 : st;
+		if (!p || !provider_speaks(p, &g->route)) {
+			log_info("request %s: fallback '%s' skipped: it does not speak the client's "
+				 "API", g->request_id, st);
+			continue;
+		}
+		json_object_set_new(g->body, "model", json_string(model));
+		g->facts.model = json_string_value(json_object_get(g->body, "model"));
+		free(g->out_body);
+		g->out_body = json_dumps(g->body, JSON_COMPACT);
+		g->out_body_len = g->out_body ? strlen(g->out_body) : 0;
+		g->provider = p;
+		struct route_query q = query_of(g);
+		if (!g->out_body || route_plan(&q, &g->plan) == ROUTE_NO_MODEL)
+			continue;
+		return true;
+	}
+	return false;
+}
+
+/* Falls back to the next model of the chain that can take the request now and starts it there.
+ * True when the request went on (an attempt started, or an answer was sent); false when no
+ * step is left and the caller answers. */
+static bool try_fallback(struct gw_req *g)
+{
+	while (next_step(g)) {
+		const struct conf_deployment *d = route_next(&g->plan);
+		if (!d)
+			continue;
+		if (g->dep && g->holds_slot)
+			route_release(g->dep);
+		g->dep = d;
+		g->holds_slot = true;
+		g->max_attempts = g->attempts + g->step_attempts;
+		log_info("request %s: falling back to %s/%s in %s", g->request_id, g->provider->name,
+			 g->facts.model, d->region);
+		build_upstream_headers(g);
+		buf_reset(&g->resp_body);
+		if (start_attempt(g) != 0)
+			send_error(g, 504, "request_timeout", NULL,
+				   "the request exceeded its total timeout");
+		return true;
+	}
+	return false;
+}
+
+/* Plans the request's candidates (after the account's fallback chain when its model is served
+ * nowhere in scope). Returns 0, or -1 once an error was sent. */
 static int plan(struct gw_req *g)
 {
 	const struct http_req *h = g->hreq;
 	const struct conf *c = g->conf;
-	struct route_query q = {
-		.conf = c, .provider = g->provider, .model = g->facts.model,
-		.region = g->pinned, .account = g->account,
-	};
-	struct geo client;
 	char msg[320];
 
 	/* distance orders regions; inside a pinned region every deployment is equally far */
@@ -1462,33 +1645,30 @@ static int plan(struct gw_req *g)
 						? http_req_header(h, c->client_location.header)
 						: NULL;
 		struct iov xff;
-		if (route_locate(c, (const struct sockaddr *)&h->peer, loc,
-				 forwarded_for(h, &xff), &client) != LOCATE_NONE)
-			q.client = &client;
+		g->located = route_locate(c, (const struct sockaddr *)&h->peer, loc,
+					  forwarded_for(h, &xff), &g->client) != LOCATE_NONE;
 	}
-	const struct iov *conv = http_req_header(h, "x-grok-conv-id");
-	if (conv && conv->len)
-		q.affinity_key = route_affinity_key(g->provider->name,
-						    g->account ? g->account->id : NULL, conv->base,
-						    conv->len);
-	else if (g->facts.cache_key && g->facts.cache_key[0])
-		q.affinity_key = route_affinity_key(g->provider->name,
-						    g->account ? g->account->id : NULL,
-						    g->facts.cache_key, strlen(g->facts.cache_key));
+	if (g->gateway && g->facts.model)
+		for (size_t i = 0; i < g->gateway->nfallbacks && !g->chain; i++)
+			if (!strcmp(g->gateway->fallbacks[i].model, g->facts.model))
+				g->chain = &g->gateway->fallbacks[i];
 
-	if (route_plan(&q, &g->plan) == ROUTE_NO_MODEL) {
-		const char *model = g->facts.model ? g->facts.model : "";
+	struct route_query q = query_of(g);
+	const char *model = g->facts.model ? g->facts.model : "";
+	snprintf(msg, sizeof(msg), "%s", model); /* the fallbacks change facts.model */
+	if (route_plan(&q, &g->plan) == ROUTE_NO_MODEL && !next_step(g)) {
+		char why[400];
 		if (g->pinned)
-			snprintf(msg, sizeof(msg), "the model '%s' is not served in region '%s'", model,
+			snprintf(why, sizeof(why), "the model '%s' is not served in region '%s'", msg,
 				 g->pinned);
 		else if (g->account && g->account->nregions)
-			snprintf(msg, sizeof(msg),
+			snprintf(why, sizeof(why),
 				 "the model '%s' is not served in the regions account '%s' may use",
-				 model, g->account->id);
+				 msg, g->account->id);
 		else
-			snprintf(msg, sizeof(msg), "the model '%s' does not exist or is not served here",
-				 model);
-		send_error(g, 404, "model_not_found", "model", msg);
+			snprintf(why, sizeof(why), "the model '%s' does not exist or is not served here",
+				 msg);
+		send_error(g, 404, "model_not_found", "model", why);
 		return -1;
 	}
 	return 0;
@@ -1551,7 +1731,8 @@ static void on_admitted(struct limit_ticket *t, enum limit_verdict v, const stru
 	}
 	g->dep = route_next(&g->plan);
 	if (!g->dep) {
-		send_unavailable(g, plan_why(&g->plan));
+		if (!try_fallback(g))
+			send_unavailable(g, plan_why(&g->plan));
 		return;
 	}
 	g->holds_slot = true;
