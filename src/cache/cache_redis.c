@@ -508,7 +508,8 @@ static void on_deadline(uv_timer_t *h)
 		redisAsyncContext *ac = r->ac;
 		/* pipelined replies cannot be skipped: a late one means the connection is dropped,
 		 * and every call pending on it is answered (lookups as misses) */
-		snprintf(why, sizeof(why), "no answer within %llu ms",
+		snprintf(why, sizeof(why), r->up ? "no answer within %llu ms" :
+			 "no connection and handshake within %llu ms",
 			 (unsigned long long)r->head->budget);
 		conn_lost(r, ac, why);
 		redisAsyncFree(ac);
