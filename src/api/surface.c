@@ -131,6 +131,12 @@ int api_classify(struct iov path, struct api_route *out)
 		return 0;
 	}
 	classify_plain(path, out);
+	/* two segments that are no endpoint of ours: perhaps a gateway's universal form */
+	if (out->ep == API_EP_OTHER && a.len && g.len && !p.len) {
+		out->scope = API_SCOPE_UNIVERSAL;
+		out->account = a;
+		out->gateway = g;
+	}
 	return 0;
 }
 

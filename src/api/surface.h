@@ -26,6 +26,8 @@ enum api_scope {
 	API_SCOPE_UNIFIED,        /* /v1/{account}/{gateway}/compat/chat/completions and
 				   * /client/v4/accounts/{account}/ai/v1/chat/completions:
 				   * "model": "provider/model" */
+	API_SCOPE_UNIVERSAL,      /* POST /v1/{account}/{gateway}: a JSON array of steps; when
+				   * no such gateway exists the path is a plain pass-through one */
 };
 
 struct api_route {

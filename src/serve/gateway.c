@@ -1,4 +1,5 @@
 /* gateway.c - the request pipeline of one worker: classify, validate, proxy, relay */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,10 @@ struct gw_req {
 	char *out_body;                        /* the body sent upstream when it is not the
 						* client's (the unified endpoint's model) */
 	size_t out_body_len;
+	json_t *steps;                         /* the universal form's steps */
+	size_t step_next;                      /* the next of them to try */
+	const json_t *step_headers;            /* the current step's headers for the upstream */
+	char step_path[256];                   /* the current step's upstream path */
 	const struct conf_fallback *chain;     /* the requested model's fallbacks (gateway) */
 	unsigned chain_next;                   /* the next step of chain to try */
 	bool fallback_pending;                 /* an answer turned down to try the chain */
@@ -401,6 +406,8 @@ static void req_finish(struct gw_req *g)
 	g->body = NULL;
 	free(g->out_body);
 	g->out_body = NULL;
+	json_decref(g->steps);
+	g->steps = NULL;
 	conf_unref(g->conf);
 	g->conf = NULL;
 	g->provider = NULL;
@@ -491,6 +498,17 @@ static void hdr_add(struct gw_req *g, const char *name, size_t nlen, const char 
 	buf_append(&g->hdr_text, "", 1);
 }
 
+/* Whether the universal form's step sets a header of this name. */
+static bool step_header(const json_t *headers, struct iov name)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)headers, k, v)
+		if (iov_eq_ci(name, k))
+			return true;
+	return false;
+}
+
 /* Builds the upstream header list without a malloc per header: the strings go into one buffer
  * and the list nodes into one array. */
 static void build_upstream_headers(struct gw_req *g)
@@ -521,11 +539,24 @@ static void build_upstream_headers(struct gw_req *g)
 		const struct http_header *f = &h->headers[i];
 		if (is_hop_or_private(f->name, tokens, ntokens, inject))
 			continue;
+		if (g->step_headers && step_header(g->step_headers, f->name))
+			continue; /* the step's own value replaces it */
 		if (iov_eq_ci(f->name, "accept"))
 			has_accept = true;
 		if (iov_eq_ci(f->name, "content-type"))
 			has_ctype = true;
 		hdr_add(g, f->name.base, f->name.len, "", f->value.base, f->value.len);
+	}
+	if (g->step_headers) {
+		const char *k;
+		json_t *v;
+		json_object_foreach((json_t *)g->step_headers, k, v) {
+			struct iov name = iov_of(k);
+			/* checked when the steps were read; an injected key is never replaced */
+			if (is_hop_or_private(name, NULL, 0, inject))
+				continue;
+			hdr_add(g, k, name.len, "", json_string_value(v), json_string_length(v));
+		}
 	}
 	hdr_add(g, "x-request-id", 12, "", g->request_id, strlen(g->request_id));
 	if (inject && p->key) {
@@ -1260,6 +1291,19 @@ static const struct conf_account *account_named(const struct conf *c, struct iov
 	return NULL;
 }
 
+static const struct conf_gateway *gateway_named(const struct conf *c, struct iov account,
+					       struct iov gateway)
+{
+	size_t alen = account.len;
+	for (size_t i = 0; i < c->ngateways; i++) {
+		const char *id = c->gateways[i].id;
+		if (strlen(id) == alen + 1 + gateway.len && !memcmp(id, account.base, alen) &&
+		    id[alen] == '/' && !memcmp(id + alen + 1, gateway.base, gateway.len))
+			return &c->gateways[i];
+	}
+	return NULL;
+}
+
 /* The account, gateway and provider a /v1/{account}/{gateway}/{provider}/... or unified path
  * names. Returns 0, or -1 once a 404 was sent. */
 static int resolve_path_scope(struct gw_req *g)
@@ -1275,13 +1319,7 @@ static int resolve_path_scope(struct gw_req *g)
 		return -1;
 	}
 	if (r->gateway.len) {
-		size_t alen = r->account.len;
-		for (size_t i = 0; i < g->conf->ngateways && !g->gateway; i++) {
-			const char *id = g->conf->gateways[i].id;
-			if (strlen(id) == alen + 1 + r->gateway.len && !memcmp(id, r->account.base, alen) &&
-			    id[alen] == '/' && !memcmp(id + alen + 1, r->gateway.base, r->gateway.len))
-				g->gateway = &g->conf->gateways[i];
-		}
+		g->gateway = gateway_named(g->conf, r->account, r->gateway);
 		if (!g->gateway) {
 			snprintf(msg, sizeof(msg), "account '%s' has no gateway '%.*s'",
 				 g->path_account->id,
@@ -1551,6 +1589,23 @@ static const struct iov *forwarded_for(const struct http_req *h, struct iov *out
 
 /* Plans the request's candidates and claims the first. Returns 0, or -1 once an error was
  * sent. */
+/* Where the client is: distance orders regions; inside a pinned region every deployment is
+ * equally far, so a pinned request is not located. */
+static void locate_client(struct gw_req *g)
+{
+	const struct http_req *h = g->hreq;
+	const struct conf *c = g->conf;
+	struct iov xff;
+
+	if (g->pinned)
+		return;
+	const struct iov *loc = c->client_location.header
+					? http_req_header(h, c->client_location.header)
+					: NULL;
+	g->located = route_locate(c, (const struct sockaddr *)&h->peer, loc,
+				  forwarded_for(h, &xff), &g->client) != LOCATE_NONE;
+}
+
 /* The router's question for the request's current provider and model. */
 static struct route_query query_of(struct gw_req *g)
 {
@@ -1576,11 +1631,141 @@ static bool provider_speaks(const struct conf_provider *p, const struct api_rout
 	return anthropic ? p->api & CONF_API_ANTHROPIC : p->api & CONF_API_OPENAI;
 }
 
+static bool header_value_ok(const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
+			return false;
+	return n <= 8192;
+}
+
+static bool header_name_ok(const char *k)
+{
+	if (!*k || strlen(k) > 128)
+		return false;
+	for (const char *p = k; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+			return false;
+	return true;
+}
+
+/* The universal form's body: a JSON array of 1 to 16 steps, each {"provider", "endpoint",
+ * "query" (the request body), "headers" (optional)}, checked whole before anything runs.
+ * Returns 0, or -1 once an error was sent. */
+static int read_steps(struct gw_req *g)
+{
+	json_error_t jerr;
+	char msg[320];
+	json_t *a = json_loadb(g->hreq->body.data, g->hreq->body.len, JSON_REJECT_DUPLICATES, &jerr);
+	size_t n = json_is_array(a) ? json_array_size(a) : 0;
+
+	if (n < 1 || n > 16) {
+		json_decref(a);
+		send_error(g, 400, "invalid_request", NULL,
+			   "the universal endpoint takes a JSON array of 1 to 16 steps "
+			   "{\"provider\", \"endpoint\", \"query\", \"headers\"}");
+		return -1;
+	}
+	g->steps = a;
+	for (size_t i = 0; i < n; i++) {
+		json_t *st = json_array_get(a, i), *v;
+		const char *k, *why = NULL, *param = NULL;
+		if (!json_is_object(st)) {
+			why = "is not an object";
+		} else {
+			json_object_foreach(st, k, v)
+				if (strcmp(k, "provider") && strcmp(k, "endpoint") && strcmp(k, "query") &&
+				    strcmp(k, "headers"))
+					why = "has a key other than provider, endpoint, query, headers",
+					param = k;
+			const json_t *p = json_object_get(st, "provider"),
+				     *e = json_object_get(st, "endpoint"),
+				     *q = json_object_get(st, "query"), *h = json_object_get(st, "headers");
+			if (!why && (!json_is_string(p) ||
+				     !conf_provider(g->conf, json_string_value(p), json_string_length(p))))
+				why = "names no provider", param = "provider";
+			else if (!why && (!json_is_string(e) || json_string_length(e) < 1 ||
+					  json_string_length(e) > 200))
+				why = "needs an endpoint such as \"chat/completions\"", param = "endpoint";
+			else if (!why && !json_is_object(q))
+				why = "needs a query object (the request body)", param = "query";
+			else if (!why && h && !json_is_object(h))
+				why = "has headers that are not an object", param = "headers";
+			json_object_foreach((json_t *)h, k, v)
+				if (!why && (!header_name_ok(k) || !json_is_string(v) ||
+					     !header_value_ok(json_string_value(v), json_string_length(v))))
+					why = "has a header that is not a valid name and string value",
+					param = k;
+		}
+		if (why) {
+			snprintf(msg, sizeof(msg), "step %zu %s", i, why);
+			send_error(g, 400, "invalid_request", param, msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Moves the request to the next universal step that can be planned: its provider, endpoint,
+ * body and headers. False when none is left. */
+static bool next_universal_step(struct gw_req *g)
+{
+	char err[256];
+	const char *err_param;
+
+	while (g->step_next < json_array_size(g->steps)) {
+		size_t i = g->step_next++;
+		json_t *st = json_array_get(g->steps, i);
+		const json_t *p = json_object_get(st, "provider");
+		const char *e = json_string_value(json_object_get(st, "endpoint"));
+		struct api_route r;
+
+		if (e[0] == '/')
+			e++;
+		if (!strncmp(e, "v1/", 3))
+			e += 3;
+		snprintf(g->step_path, sizeof(g->step_path), "/v1/%s", e);
+		if (api_classify(iov_of(g->step_path), &r) != 0 || r.scope != API_SCOPE_PLAIN ||
+		    !r.json_body) {
+			log_info("request %s: step %zu skipped: '%s' is not an endpoint with a JSON body",
+				 g->request_id, i, g->step_path);
+			continue;
+		}
+		g->route.ep = r.ep;
+		g->route.format = r.format;
+		g->route.json_body = r.json_body;
+		g->route.needs_model = r.needs_model;
+		g->route.upstream_path = r.upstream_path;
+		g->provider = conf_provider(g->conf, json_string_value(p), json_string_length(p));
+		if (!provider_speaks(g->provider, &g->route))
+			continue;
+		free(g->out_body);
+		g->out_body = json_dumps(json_object_get(st, "query"), JSON_COMPACT);
+		g->out_body_len = g->out_body ? strlen(g->out_body) : 0;
+		json_decref(g->body);
+		g->body = g->out_body ? api_parse_body(g->out_body, g->out_body_len, &g->route,
+						       &g->facts, err, sizeof(err), &err_param)
+				      : NULL;
+		if (!g->body) {
+			log_info("request %s: step %zu skipped: %s", g->request_id, i, err);
+			continue;
+		}
+		g->step_headers = json_object_get(st, "headers");
+		struct route_query q = query_of(g);
+		if (route_plan(&q, &g->plan) == ROUTE_NO_MODEL)
+			continue;
+		return true;
+	}
+	return false;
+}
+
 /* Moves the request to the next step of its fallback chain that some deployment in scope
  * serves: the provider, the model in the body the upstream gets, and a new plan. False when
  * the chain has no such step left. */
 static bool next_step(struct gw_req *g)
 {
+	if (g->steps)
+		return next_universal_step(g);
 	while (g->chain && g->body && g->chain_next < g->chain->nsteps) {
 		const char *st = g->chain->steps[g->chain_next++], *sl = strchr(st, '/');
 		const struct conf_provider *p = sl ? conf_provider(g->conf, st, (size_t)(sl - st))
@@ -1635,19 +1820,9 @@ static bool try_fallback(struct gw_req *g)
  * nowhere in scope). Returns 0, or -1 once an error was sent. */
 static int plan(struct gw_req *g)
 {
-	const struct http_req *h = g->hreq;
-	const struct conf *c = g->conf;
 	char msg[320];
 
-	/* distance orders regions; inside a pinned region every deployment is equally far */
-	if (!g->pinned) {
-		const struct iov *loc = c->client_location.header
-						? http_req_header(h, c->client_location.header)
-						: NULL;
-		struct iov xff;
-		g->located = route_locate(c, (const struct sockaddr *)&h->peer, loc,
-					  forwarded_for(h, &xff), &g->client) != LOCATE_NONE;
-	}
+	locate_client(g);
 	if (g->gateway && g->facts.model)
 		for (size_t i = 0; i < g->gateway->nfallbacks && !g->chain; i++)
 			if (!strcmp(g->gateway->fallbacks[i].model, g->facts.model))
@@ -1787,6 +1962,13 @@ static void handle(struct http_req *h, void *ctx)
 	}
 	if (host_region)
 		g->pinned = host_region;
+	/* a two-segment path is the universal form only where that gateway exists */
+	if (g->route.scope == API_SCOPE_UNIVERSAL &&
+	    (!account_named(g->conf, g->route.account) ||
+	     !gateway_named(g->conf, g->route.account, g->route.gateway))) {
+		g->route.scope = API_SCOPE_PLAIN;
+		g->route.account = g->route.gateway = IOV_NULL;
+	}
 	if (g->route.scope != API_SCOPE_PLAIN && resolve_path_scope(g) < 0)
 		return;
 	if (!g->provider)
@@ -1801,6 +1983,25 @@ static void handle(struct http_req *h, void *ctx)
 		snprintf(err, sizeof(err), "account '%s' may not be processed in region '%s'",
 			 g->account->id, g->pinned);
 		send_error(g, 403, "residency_denied", NULL, err);
+		return;
+	}
+	if (g->route.scope == API_SCOPE_UNIVERSAL) {
+		if (h->method != 3 /* POST */) {
+			send_error(g, 405, "method_not_allowed", NULL, "this endpoint takes POST");
+			return;
+		}
+		if (read_steps(g) < 0)
+			return;
+		locate_client(g);
+		if (!next_universal_step(g)) {
+			send_error(g, 404, "model_not_found", NULL,
+				   "no step of the request names an endpoint and a model that are "
+				   "served here");
+			return;
+		}
+		if (request_timeout(g) < 0 || attempts_limit(g) < 0)
+			return;
+		admit(g);
 		return;
 	}
 	if (g->route.ep == API_EP_MODELS || g->route.ep == API_EP_MODEL) {

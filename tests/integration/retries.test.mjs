@@ -126,6 +126,44 @@ routing: {circuit_failures: 100, probe_interval: 1h, timeouts: {connect: 1s, fir
 		assert.ok(took >= 900, `retried after ${took} ms`);
 	});
 
+	test('the universal form: steps tried in order, each with its provider, endpoint, body and headers', async () => {
+		await oai.reset();
+		const steps = [
+			{ provider: 'flaky', endpoint: 'chat/completions', query: chat('flaky-1') },
+			{ provider: 'openai', endpoint: 'v1/chat/completions', headers: { 'x-step': 'two' }, query: chat('gpt-4o') },
+		];
+		let r = await postJson(`${base}/v1/acme/prod`, steps, auth);
+		assert.equal(r.status, 200, r.text);
+		assert.ok(r.json.choices[0].message.content);
+		assert.equal(r.headers.get('x-meridian-model'), 'gpt-4o');
+		assert.equal(r.headers.get('x-meridian-attempts'), '3'); // flaky twice, then step 2
+		const st = await oai.stats();
+		assert.equal(st.last_request.model, 'gpt-4o');
+		assert.equal(st.last_request.headers['x-step'], 'two');
+		// the first step that works is the only one asked
+		await xai.reset();
+		r = await postJson(`${base}/v1/acme/prod`, [
+			{ provider: 'grok', endpoint: 'chat/completions', query: chat('grok-3-mini') },
+			{ provider: 'openai', endpoint: 'chat/completions', query: chat('gpt-4o') },
+		], auth);
+		assert.equal(r.status, 200, r.text);
+		assert.equal(r.headers.get('x-meridian-model'), 'grok-3-mini');
+		// malformed step lists: a 400 naming what is wrong, nothing upstream
+		await oai.reset();
+		for (const [body, param] of [
+			[{ provider: 'openai' }, null], [[], null],
+			[[{ provider: 'nope', endpoint: 'chat/completions', query: {} }], 'provider'],
+			[[{ provider: 'openai', endpoint: 'chat/completions' }], 'query'],
+			[[{ provider: 'openai', endpoint: 'chat/completions', query: {}, extra: 1 }], 'extra'],
+			[[{ provider: 'openai', endpoint: 'chat/completions', query: {}, headers: { 'bad name': 'x' } }], 'bad name'],
+		]) {
+			const b = await postJson(`${base}/v1/acme/prod`, body, auth);
+			assert.equal(b.status, 400, `${JSON.stringify(body)}: ${b.text}`);
+			assert.equal(b.json.error.param, param, b.text);
+		}
+		assert.equal((await oai.stats()).requests, 0);
+	});
+
 	test('x-meridian-max-attempts: 1 to 10, 1 means no retry', async () => {
 		let r = await postJson(`${base}/v1/acme/prod/compat/chat/completions`, chat('flaky/flaky-1'),
 			{ ...auth, 'x-meridian-max-attempts': '1' });

@@ -85,6 +85,16 @@ static void test_classify_scoped(void **state)
 	assert_int_equal(classify("/v1/a/g/p/v2/chat", &r), 0);
 	assert_int_equal(r.scope, API_SCOPE_PLAIN);
 	assert_int_equal(r.ep, API_EP_OTHER);
+	/* two segments that are no endpoint: maybe a gateway's universal form (decided with the
+	 * configuration); endpoints with two segments stay what they are */
+	assert_int_equal(classify("/v1/acme/prod", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_UNIVERSAL);
+	assert_true(iov_eq(r.account, "acme") && iov_eq(r.gateway, "prod"));
+	assert_true(iov_eq(r.upstream_path, "/v1/acme/prod"));
+	assert_int_equal(classify("/v1/messages/count_tokens", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_PLAIN);
+	assert_int_equal(classify("/v1/models/grok-4", &r), 0);
+	assert_int_equal(r.scope, API_SCOPE_PLAIN);
 	assert_int_equal(classify("/client/v4/accounts/acme/ai/v1/embeddings", &r), -1);
 	assert_int_equal(classify("/client/v4/accounts//ai/v1/chat/completions", &r), -1);
 	assert_int_equal(classify("/v1/acme/prod/grok/v1/../../admin", &r), -1);
