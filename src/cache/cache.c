@@ -470,8 +470,8 @@ struct cache_entry *cache__decode(const char *p, size_t n, const struct cache_ke
 	body = get_bytes(&rd, blen);
 	if (rd.bad || rd.left)
 		return NULL;
-	return cache__entry_new(account, alen, (const unsigned char *)digest, (int)status, flags & 1,
-				created, expires, h, nh, body, blen);
+	return cache__entry_new(account, alen, (const unsigned char *)digest, (int)status,
+				flags & 1, created, expires, h, nh, body, blen);
 }
 
 /* --- the per-loop handle ---------------------------------------------------------------------- */

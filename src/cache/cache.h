@@ -63,7 +63,7 @@ struct cache_request {
 	struct iov account;              /* required: 1..CACHE_ACCOUNT_MAX printable ASCII bytes */
 	struct iov provider;             /* the provider's canonical name (not an alias) */
 	struct iov model;
-	struct iov path;                 /* upstream path and query, e.g. "/v1/messages?beta=true" */
+	struct iov path;                 /* upstream path and query: "/v1/messages?beta=true" */
 	const json_t *body;              /* the parsed body (parse it with JSON_REJECT_DUPLICATES);
 					  * NULL: raw is hashed byte for byte instead */
 	struct iov raw;                  /* used only when body is NULL (e.g. a GET's empty body) */

@@ -183,7 +183,8 @@ static int parse_url(struct cache_redis *r, const char *url)
 			return -1;
 		r->host = xstrndup(p + 1, (size_t)(close - p - 1));
 		if (close + 1 < end) {
-			if (close[1] != ':' || !decimal(close + 2, (size_t)(end - close - 2), 65535, &v))
+			if (close[1] != ':' ||
+			    !decimal(close + 2, (size_t)(end - close - 2), 65535, &v))
 				return -1;
 			r->port = (int)v;
 		}

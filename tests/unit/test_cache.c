@@ -15,6 +15,8 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 
+#define MSGS "{\"model\":\"grok-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+
 /* --- helpers -------------------------------------------------------------------------------- */
 
 static uint64_t fake_now = 1700000000000ull;
@@ -62,8 +64,7 @@ static struct req base_req(void)
 		.provider = "xai",
 		.model = "grok-4",
 		.path = "/v1/chat/completions",
-		.body = "{\"model\":\"grok-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
-			"\"temperature\":0.5}",
+		.body = MSGS "\"temperature\":0.5}",
 	};
 	return r;
 }
@@ -114,7 +115,8 @@ static struct cache_response resp_of(const char *body, size_t len)
 		{IOV_LIT("openai-processing-ms"), IOV_LIT("12")},
 	};
 	return (struct cache_response){
-		.status = 200, .headers = h, .nheaders = ARRAY_SIZE(h), .body = body, .body_len = len,
+		.status = 200, .headers = h, .nheaders = ARRAY_SIZE(h),
+		.body = body, .body_len = len,
 	};
 }
 
@@ -202,13 +204,10 @@ static void test_key_every_part_counts(void **state)
 	DIFFERS(q.model = "grok-3-mini");
 	DIFFERS(q.path = "/v1/messages");
 	DIFFERS(q.path = "/v1/chat/completions?x=1");
-	DIFFERS(q.body = "{\"model\":\"grok-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
-			 "\"temperature\":0.6}");
+	DIFFERS(q.body = MSGS "\"temperature\":0.6}");
 	/* 1 and 1.0 are different JSON numbers for an upstream too */
-	DIFFERS(q.body = "{\"model\":\"grok-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
-			 "\"temperature\":1}");
-	DIFFERS(q.body = "{\"model\":\"grok-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
-			 "\"temperature\":0.5,\"stream\":true}");
+	DIFFERS(q.body = MSGS "\"temperature\":1}");
+	DIFFERS(q.body = MSGS "\"temperature\":0.5,\"stream\":true}");
 	DIFFERS((q.h[0] = hdr("anthropic-version", "2023-06-01"), q.nh = 1));
 	DIFFERS((q.h[0] = hdr("openai-organization", "org-1"), q.nh = 1));
 	DIFFERS((q.h[0] = hdr("openai-project", "p"), q.nh = 1));
@@ -257,7 +256,8 @@ static void test_key_raw_body(void **state)
 {
 	struct cache_key a, b, c;
 	struct cache_request r = {
-		.account = IOV_LIT("acme"), .provider = IOV_LIT("xai"), .path = IOV_LIT("/v1/models"),
+		.account = IOV_LIT("acme"), .provider = IOV_LIT("xai"),
+		.path = IOV_LIT("/v1/models"),
 	};
 
 	(void)state;
@@ -747,7 +747,7 @@ static void test_handle_memory(void **state)
 	cache_mem_free(m);
 }
 
-/* --- threads ------------------------------------------------------------------------------------ */
+/* --- threads -------------------------------------------------------------------------------- */
 
 #define THREADS 8
 #define OPS 20000

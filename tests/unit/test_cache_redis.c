@@ -1,4 +1,4 @@
-/* test_cache_redis.c - the Redis cache against a real redis-server: two nodes, TTLs, faults, URLs */
+/* test_cache_redis.c - the Redis cache against a real redis-server: nodes, TTLs, faults, URLs */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
