@@ -161,7 +161,7 @@ static bool oa_image(const json_t *part, json_t *blocks, const char *where,
 static bool oa_content(const json_t *c, json_t *blocks, bool images, bool skip_empty,
 		       const char *where, struct xlate_refusal *why)
 {
-	if (json_is_null(c))
+	if (!c || json_is_null(c))
 		return true;
 	if (json_is_string(c)) {
 		if (!(skip_empty && !json_string_length(c)))
@@ -226,7 +226,7 @@ static bool oa_tool_calls(const json_t *calls, json_t *blocks, size_t mi,
 {
 	size_t j;
 	const json_t *tc;
-	if (json_is_null(calls))
+	if (!calls || json_is_null(calls))
 		return true;
 	if (!json_is_array(calls))
 		return refuse(why, "expected an array", "messages[%zu].tool_calls", mi);
@@ -399,7 +399,7 @@ static bool oa_tools(const json_t *tools, json_t *out, struct xlate_refusal *why
 {
 	size_t i;
 	const json_t *t;
-	if (json_is_null(tools))
+	if (!tools || json_is_null(tools))
 		return true;
 	if (!json_is_array(tools))
 		return refuse(why, "expected an array", "tools");
@@ -498,7 +498,7 @@ static bool oa_stop(const json_t *stop, json_t *out, struct xlate_refusal *why)
 {
 	size_t i;
 	const json_t *s;
-	if (json_is_null(stop))
+	if (!stop || json_is_null(stop))
 		return true;
 	if (json_is_string(stop)) {
 		set_new(out, "stop_sequences", json_pack("[O]", stop));
@@ -974,7 +974,7 @@ static bool an_tools(const json_t *tools, json_t *out, struct xlate_refusal *why
 	static const char *const keys[] = {"name", "description", "input_schema", "strict", NULL};
 	size_t i;
 	const json_t *t;
-	if (json_is_null(tools))
+	if (!tools || json_is_null(tools))
 		return true;
 	if (!json_is_array(tools))
 		return refuse(why, "expected an array", "tools");

@@ -463,15 +463,18 @@ int xlate_stream_feed(struct xlate_stream *s, const struct sse_event *ev, struct
 		return XLATE_END;
 	if (!ev->has_data || !ev->data.len)
 		return XLATE_MORE;
-	if (s->to == API_ANTHROPIC)
-		return feed_openai(s, ev, out);
-	json_t *root = json_loadb(ev->data.base, ev->data.len, 0, NULL);
-	if (!json_is_object(root)) {
+	size_t mark = out->len;
+	int rc;
+	if (s->to == API_ANTHROPIC) {
+		rc = feed_openai(s, ev, out);
+	} else {
+		json_t *root = json_loadb(ev->data.base, ev->data.len, 0, NULL);
+		rc = json_is_object(root) ? feed_anthropic(s, root, out) : broken(s);
 		json_decref(root);
-		return broken(s);
 	}
-	int rc = feed_anthropic(s, root, out);
-	json_decref(root);
+	/* a broken event leaves no half of its translation behind */
+	if (rc < 0)
+		out->len = mark;
 	return rc;
 }
 
