@@ -11,6 +11,7 @@
 #include "api/errors.h"
 #include "api/surface.h"
 #include "api/usage.h"
+#include "cache/cache.h"
 #include "auth/auth.h"
 #include "core/alloc.h"
 #include "core/log.h"
@@ -65,6 +66,12 @@ struct gw_req {
 	struct gw_timer *timer;                /* backoff; kept with a recycled context */
 	struct route_plan plan;
 	const char *extra_name, *extra_value;  /* one more header on an error answer */
+	struct cache_key cache_key;
+	struct cache_get cache_get;
+	uint64_t cache_ttl_ms;                 /* > 0: the answer may be cached (a MISS) */
+	bool cache_hit;
+	bool cache_collect;                    /* the stream's bytes go into cache_body */
+	struct buf cache_body;
 	struct limit_ticket ticket;
 	struct limit_view view;                /* the account's limits, for the headers */
 	bool has_view;
@@ -314,6 +321,8 @@ static void add_own_fields(struct gw_req *g, char *timing, size_t tlen, char *at
 		ADD_FIELD_LIT(g, "x-meridian-region", g->pinned);
 	if (g->facts.model && g->dep)
 		ADD_FIELD_LIT(g, "x-meridian-model", g->facts.model);
+	if (g->cache_ttl_ms)
+		ADD_FIELD_LIT(g, "x-meridian-cache", g->cache_hit ? "HIT" : "MISS");
 	snprintf(attempts, alen, "%u", g->attempts);
 	ADD_FIELD_LIT(g, "x-meridian-attempts", attempts);
 	ADD_FIELD_LIT(g, "server-timing", timing_value(g, timing, tlen));
@@ -391,6 +400,9 @@ static void req_finish(struct gw_req *g)
 	}
 	if (g->timer)
 		uv_timer_stop(&g->timer->t);
+	if (g->cache_get.pending)
+		cache_get_cancel(&g->cache_get);
+	buf_release(&g->cache_body);
 	if (g->dep && g->holds_slot)
 		route_release(g->dep);
 	if (g->ticket.pending) {
@@ -669,6 +681,55 @@ static void begin_client_response(struct gw_req *g, int64_t content_length)
 	g->committed = true;
 }
 
+/* The upstream's response headers as cache headers: all of them (storable) or those worth
+ * replaying (replayable). */
+static size_t cache_headers_of(const struct buf *hb, struct cache_header *out, size_t max,
+			       bool replayable)
+{
+	const char *s = hb->data, *end = hb->data + hb->len;
+	size_t n = 0;
+	while (s && s < end && n < max) {
+		const char *eol = memchr(s, '\n', (size_t)(end - s));
+		const char *line_end = eol ? eol : end;
+		const char *colon = memchr(s, ':', (size_t)(line_end - s));
+		if (colon && colon > s) {
+			const char *v = colon + 1, *ve = line_end;
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+				ve--;
+			struct iov name = {s, (size_t)(colon - s)};
+			if (!replayable || cache_header_replayable(name))
+				out[n++] = (struct cache_header){name, {v, (size_t)(ve - v)}};
+		}
+		s = eol ? eol + 1 : end;
+	}
+	return n;
+}
+
+/* Stores a complete, successful answer, unless the upstream said not to. */
+static void cache_store(struct gw_req *g, bool stream, const char *body, size_t len)
+{
+	struct cache_header all[CACHE_ENTRY_HEADERS_MAX], keep[CACHE_ENTRY_HEADERS_MAX];
+	size_t nall = cache_headers_of(&g->up.resp_headers, all, CACHE_ENTRY_HEADERS_MAX, false);
+	/* an event stream says no-cache by convention, to keep proxies from buffering it; a
+	 * stream that completed is still one whole answer */
+	if (stream)
+		for (size_t i = 0; i < nall; i++)
+			if (iov_eq_ci(all[i].name, "cache-control") && iov_eq_ci(all[i].value, "no-cache"))
+				all[i] = all[--nall], i--;
+	if (!cache_response_storable(all, nall))
+		return;
+	struct cache_response r = {
+		.status = g->up.status, .stream = stream, .headers = keep,
+		.nheaders = cache_headers_of(&g->up.resp_headers, keep, CACHE_ENTRY_HEADERS_MAX, true),
+		.body = body, .body_len = len,
+	};
+	int rc = cache_put(g->gw->cache, &g->cache_key, &r, g->cache_ttl_ms);
+	if (rc < 0 && rc != CACHE_ETOOBIG && rc != CACHE_EAWAY)
+		log_trace(LOGF_HTTP, "request %s: not cached: %s", g->request_id, cache_strerror(rc));
+}
+
 /* Retry-After as milliseconds (retry-after-ms, delta seconds or an HTTP date); 0 if absent or
  * unreadable. Capped at ten minutes: a deployment is not written off for longer on one answer. */
 static uint64_t retry_after_ms(const struct buf *headers)
@@ -765,6 +826,8 @@ static int on_up_headers(struct upstream_req *r, int status, const struct buf *h
 	}
 	if (ctype.len >= 17 && strncasecmp(ctype.base, "text/event-stream", 17) == 0) {
 		g->mode = RELAY_SSE;
+		buf_reset(&g->cache_body);
+		g->cache_collect = g->cache_ttl_ms && status >= 200 && status < 300;
 	} else if ((ctype.len >= 16 && strncasecmp(ctype.base, "application/json", 16) == 0) ||
 		   ctype.len == 0) {
 		g->mode = RELAY_BUFFERED;
@@ -851,6 +914,12 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 			return UPSTREAM_DATA_ABORT;
 		}
 		if (done.len) {
+			if (g->cache_collect) {
+				if (g->cache_body.len + done.len <= cache_entry_max(g->gw->cache))
+					buf_append(&g->cache_body, done.base, done.len);
+				else
+					g->cache_collect = false; /* too big to keep */
+			}
 			queued = http_resp_write(g->hreq, done.base, done.len);
 			if (queued < 0)
 				return UPSTREAM_DATA_ABORT;
@@ -1076,6 +1145,8 @@ static void on_up_done(struct upstream_req *r, int result)
 		}
 		if (g->ticket.admitted && g->up.status < 300)
 			usage_from_json(g->resp_body.data, g->resp_body.len, &g->usage);
+		if (g->cache_ttl_ms && g->up.status >= 200 && g->up.status < 300)
+			cache_store(g, false, g->resp_body.data, g->resp_body.len);
 		begin_client_response(g, (int64_t)g->resp_body.len);
 		http_resp_write(g->hreq, g->resp_body.data, g->resp_body.len);
 		http_resp_end(g->hreq);
@@ -1134,6 +1205,10 @@ static void on_up_done(struct upstream_req *r, int result)
 			if (!g->saw_terminal && g->route.format == API_OPENAI &&
 			    g->route.ep != API_EP_RESPONSES)
 				http_resp_write(g->hreq, "data: [DONE]\n\n", 14);
+			/* only a stream that ended as the upstream meant it is worth replaying */
+			if (g->cache_collect && result == UPSTREAM_OK && g->saw_terminal &&
+			    g->up.status >= 200 && g->up.status < 300)
+				cache_store(g, true, g->cache_body.data, g->cache_body.len);
 			http_resp_end(g->hreq);
 		} else {
 			struct buf ev = BUF_INIT;
@@ -1916,6 +1991,119 @@ static void on_admitted(struct limit_ticket *t, enum limit_verdict v, const stru
 		send_error(g, 502, "upstream_error", NULL, "could not start the upstream request");
 }
 
+/* The cache's TTL for this request: x-meridian-cache-ttl, else its gateway's cache_ttl; 0 when
+ * it is not to be cached (x-meridian-skip-cache, no TTL, not a JSON endpoint). */
+static uint64_t cache_ttl(struct gw_req *g)
+{
+	const struct iov *skip = http_req_header(g->hreq, "x-meridian-skip-cache");
+	const struct iov *ttl = http_req_header(g->hreq, "x-meridian-cache-ttl");
+	char tmp[32];
+
+	if (!g->route.json_body || !g->body || g->steps ||
+	    (skip && !iov_eq_ci(*skip, "false") && !iov_eq(*skip, "0")))
+		return 0;
+	if (ttl && ttl->len < sizeof(tmp)) {
+		memcpy(tmp, ttl->base, ttl->len);
+		tmp[ttl->len] = '\0';
+		int64_t ms = conf_parse_duration_ms(tmp);
+		return ms > 0 ? (uint64_t)ms : 0;
+	}
+	return g->gateway ? g->gateway->cache_ttl_ms : 0;
+}
+
+/* The key: the account, provider, model, upstream path and query, the body in canonical form,
+ * and every request attribute that goes upstream and can change the answer. */
+static bool cache_key_of(struct gw_req *g)
+{
+	static const char *const attrs[] = {
+		"anthropic-version", "anthropic-beta", "openai-organization", "openai-project",
+	};
+	struct cache_header h[ARRAY_SIZE(attrs) + 1];
+	size_t n = 0;
+	char path[1024];
+	const struct http_req *hr = g->hreq;
+	int plen = snprintf(path, sizeof(path), "%.*s%s%.*s", (int)g->route.upstream_path.len,
+			    g->route.upstream_path.base, hr->query.len ? "?" : "",
+			    (int)hr->query.len, hr->query.base);
+
+	if (plen < 0 || (size_t)plen >= sizeof(path))
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(attrs); i++) {
+		const struct iov *v = http_req_header(hr, attrs[i]);
+		if (v)
+			h[n++] = (struct cache_header){iov_of(attrs[i]), *v};
+	}
+	if (g->pinned)
+		h[n++] = (struct cache_header){IOV_LIT(":region"), iov_of(g->pinned)};
+	struct cache_request r = {
+		.account = g->account ? iov_of(g->account->id) : IOV_LIT("-"),
+		.provider = iov_of(g->provider->name),
+		.model = iov_of(g->facts.model),
+		.path = {path, (size_t)plen},
+		.body = g->body,
+		.headers = h,
+		.nheaders = n,
+	};
+	return cache_key_make(&g->cache_key, &r) == 0;
+}
+
+/* A cached answer, replayed: a stream as a stream. */
+static void answer_from_cache(struct gw_req *g, struct cache_entry *e)
+{
+	char timing[96], attempts[16];
+
+	g->cache_hit = true;
+	g->nfields = 0;
+	for (size_t i = 0; i < e->nheaders; i++)
+		add_field(g, e->headers[i].name.base, e->headers[i].name.len, e->headers[i].value.base,
+			  e->headers[i].value.len);
+	if (e->stream) {
+		ADD_FIELD_LIT(g, "cache-control", "no-cache");
+		ADD_FIELD_LIT(g, "x-accel-buffering", "no");
+	}
+	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
+	http_resp_begin(g->hreq, e->status, g->fields, g->nfields,
+			e->stream ? -1 : (int64_t)e->body_len);
+	if (e->stream) {
+		size_t off = 0;
+		struct iov ev;
+		while (cache_entry_event(e, &off, &ev))
+			http_resp_write(g->hreq, ev.base, ev.len);
+	} else {
+		http_resp_write(g->hreq, e->body, e->body_len);
+	}
+	http_resp_end(g->hreq);
+	g->hreq = NULL;
+	cache_entry_unref(e);
+	req_finish(g);
+}
+
+static void admit(struct gw_req *g);
+
+static void on_cache_lookup(struct cache_get *cg, struct cache_entry *e, void *ud)
+{
+	struct gw_req *g = ud;
+	(void)cg;
+	if (e) {
+		answer_from_cache(g, e);
+		return;
+	}
+	admit(g);
+}
+
+/* Looks the request up in the cache when it may be cached, else goes on to admission. */
+static void lookup(struct gw_req *g)
+{
+	g->cache_ttl_ms = cache_ttl(g);
+	if (g->cache_ttl_ms && !cache_key_of(g))
+		g->cache_ttl_ms = 0;
+	if (!g->cache_ttl_ms) {
+		admit(g);
+		return;
+	}
+	cache_get(g->gw->cache, &g->cache_key, &g->cache_get, on_cache_lookup, g);
+}
+
 /* Counts the request against its account's limits, reserving its estimated tokens. */
 static void admit(struct gw_req *g)
 {
@@ -2030,7 +2218,7 @@ static void handle(struct http_req *h, void *ctx)
 		return;
 	if (request_timeout(g) < 0 || attempts_limit(g) < 0 || plan(g) < 0)
 		return;
-	admit(g);
+	lookup(g);
 }
 
 /* --- worker lifecycle -------------------------------------------------------------------- */
@@ -2052,6 +2240,29 @@ static void limits_from_conf(const struct conf *c, struct http_limits *l)
 	l->write_low_water = c->server.stream_buffer / 4;
 }
 
+/* The memory cache is one store for the process, shared by every worker. */
+static struct cache_mem *cache_store_mem;
+static uv_once_t cache_store_once = UV_ONCE_INIT;
+static uint64_t cache_store_size;
+
+static void cache_store_init(void)
+{
+	cache_store_mem = cache_mem_new(cache_store_size);
+}
+
+static struct cache_mem *shared_cache(const struct conf *c)
+{
+	cache_store_size = c->cache_max_bytes;
+	uv_once(&cache_store_once, cache_store_init);
+	return cache_store_mem;
+}
+
+void gw_shutdown(void)
+{
+	cache_mem_free(cache_store_mem);
+	cache_store_mem = NULL;
+}
+
 int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, char *err,
 		    size_t errlen)
 {
@@ -2063,6 +2274,11 @@ int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, ch
 		gw->rng = uv_hrtime() | 1;
 	gw->pool = upstream_pool_new(loop);
 	gw->limiter = limiter_new(loop, conf);
+	gw->cache = cache_new(loop, &(struct cache_config){
+		.backend = conf->cache_backend == CONF_BACKEND_REDIS ? CACHE_BACKEND_REDIS
+								      : CACHE_BACKEND_MEMORY,
+		.max_bytes = conf->cache_max_bytes, .mem = shared_cache(conf),
+		.redis_url = conf->redis_url});
 	limits_from_conf(conf, &limits);
 	gw->listeners = xcalloc(conf->nlistens, sizeof(*gw->listeners));
 	gw->listen_ctx = xcalloc(conf->nlistens, sizeof(*gw->listen_ctx));
@@ -2087,6 +2303,18 @@ void gw_worker_set_conf(struct gw_worker *gw, struct conf *conf)
 	struct conf *old = gw->conf;
 	gw->conf = conf;
 	limiter_set_conf(gw->limiter, conf);
+	if (gw->cache && (conf->cache_backend != old->cache_backend ||
+			  (conf->redis_url && old->redis_url && strcmp(conf->redis_url, old->redis_url)) ||
+			  !conf->redis_url != !old->redis_url)) {
+		/* a new backend or Redis: a new handle (pending lookups are answered as misses) */
+		cache_free(gw->cache);
+		gw->cache = cache_new(gw->loop, &(struct cache_config){
+			.backend = conf->cache_backend == CONF_BACKEND_REDIS ? CACHE_BACKEND_REDIS
+									      : CACHE_BACKEND_MEMORY,
+			.max_bytes = conf->cache_max_bytes, .mem = shared_cache(conf),
+			.redis_url = conf->redis_url});
+	}
+	cache_mem_set_max(shared_cache(conf), conf->cache_max_bytes);
 	conf_unref(old);
 }
 
@@ -2109,6 +2337,8 @@ void gw_worker_close(struct gw_worker *gw)
 	gw->pool = NULL;
 	limiter_free(gw->limiter);
 	gw->limiter = NULL;
+	cache_free(gw->cache);
+	gw->cache = NULL;
 	req_free_all(gw);
 	conf_unref(gw->conf);
 	gw->conf = NULL;

@@ -25,6 +25,7 @@ struct gw_worker {
 	struct conf *conf;                /* current snapshot; a request holds its own reference */
 	struct upstream_pool *pool;
 	struct limiter *limiter;          /* the account limits' connection on this loop */
+	struct cache *cache;              /* the response cache's handle on this loop */
 	struct http_listener **listeners;
 	struct gw_listen_ctx *listen_ctx;
 	size_t nlisteners;
@@ -46,6 +47,9 @@ void gw_worker_set_conf(struct gw_worker *gw, struct conf *conf);
 void gw_worker_drain(struct gw_worker *gw);
 /* Closes everything; in-flight requests are aborted. The loop ends once handles are closed. */
 void gw_worker_close(struct gw_worker *gw);
+
+/* Frees what the workers shared (the memory cache); no worker may run. */
+void gw_shutdown(void);
 
 /* The listener error renderer: OpenAI shape, or Anthropic's for /v1/messages paths. */
 const char *gw_render_error(const struct http_req *req, int status, const char *code,

@@ -271,6 +271,7 @@ out:
 	conf_unref(S.conf);
 	route_shutdown();
 	limit_shutdown();
+	gw_shutdown();
 	uv_mutex_destroy(&S.err_mu);
 	return rc;
 }
