@@ -348,6 +348,28 @@ static struct window window_of(const char *id)
 	return w;
 }
 
+/* How many EVALSHA (and EVAL) calls Redis has run: one per batch. */
+static long long script_calls(void)
+{
+	redisContext *c = blocking();
+	redisReply *rep;
+	long long n = 0;
+
+	assert_non_null(c);
+	rep = redisCommand(c, "INFO commandstats");
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	for (const char *name = "cmdstat_evalsha:calls="; name;
+	     name = strcmp(name, "cmdstat_eval:calls=") ? "cmdstat_eval:calls=" : NULL) {
+		const char *p = strstr(rep->str, name);
+		if (p)
+			n += strtoll(p + strlen(name), NULL, 10);
+	}
+	freeReplyObject(rep);
+	redisFree(c);
+	return n;
+}
+
 #define SKIP_WITHOUT_REDIS()                                                                \
 	do {                                                                                \
 		if (R.skip)                                                                 \
@@ -642,6 +664,162 @@ static void test_noscript_after_script_flush(void **state)
 	node_stop(&n);
 }
 
+
+/* --- batches ----------------------------------------------------------------------------- */
+
+static bool n_answered(void *arg)
+{
+	struct answer *as = arg;
+	for (; as->at_ns != UINT64_MAX; as++)
+		if (!as->calls)
+			return false;
+	return true;
+}
+
+/* What one loop turn queues goes as one script call: admissions of three accounts, each
+ * decided in its order against its own limits. */
+static void test_batch_of_several_accounts(void **state)
+{
+	struct conf_account a = account("b-req", 2, 0, 0), b = account("b-tok", 100, 500, 0),
+			    c = account("b-slot", 0, 0, 1);
+	const struct conf_account *who[9] = {&a, &b, &c, &a, &b, &c, &a, &b, &c};
+	enum limit_verdict want[9] = {LIMIT_OK, LIMIT_OK, LIMIT_OK, LIMIT_OK, LIMIT_OK,
+				      LIMIT_CONCURRENCY, LIMIT_REQUESTS, LIMIT_TOKENS,
+				      LIMIT_CONCURRENCY};
+	struct limit_ticket t[9];
+	struct answer as[10];
+	struct node n;
+	long long calls;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	memset(as, 0, sizeof(as));
+	as[9].at_ns = UINT64_MAX;
+	node_start(&n, false);
+	calls = script_calls();
+	for (int i = 0; i < 9; i++)
+		limit_admit(n.l, &n.conf, who[i], 200, &t[i], on_done, &as[i]);
+	assert_true(run_until(&n.loop, n_answered, as, 5000));
+	assert_int_equal(script_calls() - calls, 1);
+	for (int i = 0; i < 9; i++) {
+		assert_int_equal(as[i].calls, 1);
+		assert_int_equal(as[i].v, want[i]);
+		assert_false(t[i].local);
+	}
+	/* each account's count went up by its own admissions only */
+	assert_int_equal(as[0].view.requests_remaining, 1);
+	assert_int_equal(as[3].view.requests_remaining, 0);
+	assert_true(as[6].view.retry_after_ms > 58000 && as[6].view.retry_after_ms <= 60000);
+	assert_int_equal(as[1].view.tokens_remaining, 300);
+	assert_int_equal(as[4].view.tokens_remaining, 100);
+	assert_int_equal(as[7].view.tokens_remaining, 100);
+	assert_int_equal(as[5].view.retry_after_ms, 1000);
+	assert_int_equal(window_of("b-req").requests, 2);
+	assert_int_equal(window_of("b-tok").tokens, 400);
+	assert_int_equal(window_of("b-slot").requests, 1);
+	for (int i = 0; i < 9; i++)
+		limit_finish(n.l, &n.conf, &t[i], 200);
+	assert_true(run_until(&n.loop, is_idle, n.l, 2000));
+	check_ttls();
+	node_stop(&n);
+}
+
+/* A finish waits for the next admission and rides in its call: the slot it frees and the
+ * tokens it gives back count for that admission. Alone, it goes within a few milliseconds. */
+static void test_finish_rides_with_the_next_admission(void **state)
+{
+	struct conf_account a = account("ride", 100, 1000, 1);
+	struct limit_ticket t1, t2;
+	struct answer ans;
+	struct node n;
+	long long calls;
+	redisContext *c;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	admit_wait(&n, &n.conf, &a, 800, &t1, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	calls = script_calls();
+	limit_finish(n.l, &n.conf, &t1, 100);
+	/* the same loop turn: without the finish this would find the slot taken and 800 tokens */
+	admit_wait(&n, &n.conf, &a, 800, &t2, &ans);
+	assert_int_equal(ans.v, LIMIT_OK);
+	assert_int_equal(ans.view.tokens_remaining, 1000 - 100 - 800);
+	assert_int_equal(script_calls() - calls, 1);
+
+	/* alone: sent after the hold, and the slot is free in Redis */
+	calls = script_calls();
+	limit_finish(n.l, &n.conf, &t2, 800);
+	assert_false(limit__redis_idle(n.l->redis));
+	assert_true(run_until(&n.loop, is_idle, n.l, 2000));
+	assert_int_equal(script_calls() - calls, 1);
+	c = blocking();
+	assert_int_equal(redis_int(c, "ZCARD %s", "meridian:rl:{ride}:c"), 0);
+	redisFree(c);
+	struct window w = window_of("ride");
+	assert_int_equal(w.tokens, 100 + 800);
+	assert_int_equal(w.sum_tokens, 100 + 800);
+	check_ttls();
+	node_stop(&n);
+}
+
+/* More than a batch holds in one turn: several calls, in order, each admission counted once. */
+static void test_large_turn_splits_in_order(void **state)
+{
+	enum { N = 300 };
+	struct conf_account a = account("many", 1000, 0, 0);
+	struct limit_ticket *t = xcalloc(N, sizeof(*t));
+	struct answer *as = xcalloc(N + 1, sizeof(*as));
+	struct node n;
+	long long calls;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	as[N].at_ns = UINT64_MAX;
+	node_start(&n, false);
+	calls = script_calls();
+	for (int i = 0; i < N; i++)
+		limit_admit(n.l, &n.conf, &a, 0, &t[i], on_done, &as[i]);
+	assert_true(run_until(&n.loop, n_answered, as, 5000));
+	assert_int_equal(script_calls() - calls, (N + 127) / 128);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(as[i].v, LIMIT_OK);
+		assert_int_equal(as[i].view.requests_remaining, 1000 - 1 - i);
+	}
+	assert_int_equal(window_of("many").requests, N);
+	node_stop(&n);
+	free(t);
+	free(as);
+}
+
+/* A reload between two admissions of one turn: each is decided by its own limits. */
+static void test_reload_within_a_turn(void **state)
+{
+	struct conf_account a1 = account("reload", 1, 0, 0), a2 = account("reload", 5, 0, 0);
+	struct limit_ticket t[3];
+	struct answer as[4];
+	struct node n;
+	long long calls;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	memset(as, 0, sizeof(as));
+	as[3].at_ns = UINT64_MAX;
+	node_start(&n, false);
+	calls = script_calls();
+	limit_admit(n.l, &n.conf, &a1, 0, &t[0], on_done, &as[0]);
+	limit_admit(n.l, &n.conf, &a1, 0, &t[1], on_done, &as[1]);
+	limit_admit(n.l, &n.conf, &a2, 0, &t[2], on_done, &as[2]);
+	assert_true(run_until(&n.loop, n_answered, as, 5000));
+	assert_int_equal(script_calls() - calls, 2);
+	assert_int_equal(as[0].v, LIMIT_OK);
+	assert_int_equal(as[1].v, LIMIT_REQUESTS);
+	assert_int_equal(as[2].v, LIMIT_OK);
+	assert_int_equal(as[2].view.requests_remaining, 3);
+	node_stop(&n);
+}
+
 /* --- faults ------------------------------------------------------------------------------ */
 
 /* What a node does while Redis cannot answer: allow admits locally, deny refuses; each answer
@@ -831,6 +1009,10 @@ int main(void)
 		cmocka_unit_test(test_window_moves_in_redis),
 		cmocka_unit_test(test_cancel_gives_the_admission_back),
 		cmocka_unit_test(test_noscript_after_script_flush),
+		cmocka_unit_test(test_batch_of_several_accounts),
+		cmocka_unit_test(test_finish_rides_with_the_next_admission),
+		cmocka_unit_test(test_large_turn_splits_in_order),
+		cmocka_unit_test(test_reload_within_a_turn),
 		cmocka_unit_test(test_free_answers_pending_admissions),
 		cmocka_unit_test(test_wrong_password_and_no_server),
 		cmocka_unit_test(test_frozen_redis),
