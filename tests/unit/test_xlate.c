@@ -448,6 +448,15 @@ static void test_response_openai_to_anthropic(void **state)
 		json_decref(out);
 		json_decref(resp);
 	}
+	/* cached tokens beyond the prompt (a confused upstream) never make input negative */
+	resp = J("{'choices':[{'index':0,'message':{'role':'assistant','content':'x'},"
+		 "'finish_reason':'stop'}],'usage':{'prompt_tokens':3,'completion_tokens':1,"
+		 "'prompt_tokens_details':{'cached_tokens':9}}}");
+	out = xlate_response(API_ANTHROPIC, resp, "m", NULL);
+	expect_json(json_incref(json_object_get(out, "usage")), "{'input_tokens':0,"
+		    "'cache_creation_input_tokens':0,'cache_read_input_tokens':3,'output_tokens':1}");
+	json_decref(out);
+	json_decref(resp);
 	/* a refusal is text, stopped for refusal */
 	resp = J("{'choices':[{'index':0,'message':{'role':'assistant','content':null,"
 		 "'refusal':'I can\\u0027t help with that.'},'finish_reason':'stop'}]}");
@@ -815,6 +824,18 @@ static void test_stream_openai_to_anthropic_text(void **state)
 	assert_int_equal(jint(c.ev[7].data, "usage", "input_tokens"), 16);
 	assert_int_equal(jint(c.ev[7].data, "usage", "cache_read_input_tokens"), 3);
 	expect_name(&c.ev[8], "message_stop");
+	/* incremental: once the finish_reason chunk (the 6th event) is in, the block is closed */
+	struct xlate_stream part;
+	struct buf pout = BUF_INIT;
+	struct cevs pc;
+	xlate_stream_init(&part, API_ANTHROPIC, &info, NULL, "req-77");
+	assert_int_equal(feed_stream(&part, oai_text_stream, 0, 6, &pout), XLATE_MORE);
+	parse_client(&pout, &pc);
+	assert_int_equal(pc.n, 7);
+	expect_name(&pc.ev[6], "content_block_stop");
+	cevs_free(&pc);
+	xlate_stream_release(&part);
+	buf_release(&pout);
 	/* the id matches the whole answer's for the same seed */
 	json_t *resp = J("{'choices':[{'index':0,'message':{'role':'assistant','content':'x'},"
 			 "'finish_reason':'stop'}]}");
@@ -1067,24 +1088,33 @@ static void test_stream_errors(void **state)
 	xlate_stream_release(&s);
 
 	/* untranslatable upstream events break the stream: nothing claims completion */
-	static const char *const bad[][2] = {
-		{"a", "data: {not json\n\n"},
-		{"a", OAI_DELTA("{\"content\":\"x\"}") "data: [DONE]\n\n"},  /* no finish_reason */
+	/* {client format, upstream bytes, client events written before the bad event} */
+	static const char *const bad[][3] = {
+		{"a", "data: {not json\n\n", "0"},
+		{"a", OAI_DELTA("{\"content\":\"x\"}") "data: [DONE]\n\n", "3"},  /* no finish_reason */
 		{"a", OAI_ARGS(1, "") OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"c\","
-		      "\"function\":{\"name\":\"f\"}}]}")},  /* first call has no name */
+		      "\"function\":{\"name\":\"f\"}}]}"), "0"},  /* first call has no name */
 		{"a", OAI_DELTA("{\"tool_calls\":[{\"index\":1,\"id\":\"c\",\"function\":{\"name\":\"f\"}}]}")
-		      OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"d\",\"function\":{\"name\":\"g\"}}]}")},
-		{"a", OAI_CHUNK "{\"index\":1,\"delta\":{\"content\":\"x\"}}]}\n\n"},  /* n > 1 */
+		      OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"d\",\"function\":{\"name\":\"g\"}}]}"),
+		      "2"},  /* back to an earlier call */
+		{"a", OAI_CHUNK "{\"index\":1,\"delta\":{\"content\":\"x\"}}]}\n\n", "0"},  /* n > 1 */
 		{"o", ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-			  "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")},  /* no start */
+			  "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}"), "0"},  /* no start */
 		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
 		      ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
-			  "\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}")},  /* no block */
+			  "\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}"), "1"},  /* no block */
 		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
-		      ANT("message_stop", "{\"type\":\"message_stop\"}")},  /* no stop reason */
+		      ANT("message_stop", "{\"type\":\"message_stop\"}"), "1"},  /* no stop reason */
 		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
 		      ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-			  "\"content_block\":{\"type\":\"server_tool_use\",\"id\":\"s\",\"name\":\"w\"}}")},
+			  "\"content_block\":{\"type\":\"server_tool_use\",\"id\":\"s\",\"name\":\"w\"}}"),
+		      "1"},
+		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
+		      ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+			  "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\"}}")
+		      ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
+			  "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":5}}"),
+		      "2"},  /* arguments that are not text */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		enum api_format to = bad[i][0][0] == 'a' ? API_ANTHROPIC : API_OPENAI;
@@ -1100,6 +1130,10 @@ static void test_stream_errors(void **state)
 		assert_int_equal(out.len, len);
 		assert_true(!out.data || (!strstr(out.data, "message_stop") &&
 					  !strstr(out.data, "[DONE]")));
+		/* whole events only, and none for the event that broke the stream */
+		parse_client(&out, &c);
+		assert_int_equal(c.n, bad[i][2][0] - '0');
+		cevs_free(&c);
 		xlate_stream_release(&s);
 	}
 	assert_string_equal(xlate_strerror(XLATE_EINCOMPLETE),
