@@ -76,7 +76,8 @@ static bool oa_neutral(const char *key, const json_t *v, const char **reason)
 		       is_str(json_object_get(v, "type"), "text");
 	}
 	if (!strcmp(key, "presence_penalty") || !strcmp(key, "frequency_penalty")) {
-		*reason = "the Anthropic Messages API has no repetition penalties (only 0 is accepted)";
+		*reason = "the Anthropic Messages API has no repetition penalties (only 0 is "
+			  "accepted)";
 		return json_is_number(v) && json_number_value(v) == 0;
 	}
 	if (!strcmp(key, "logit_bias")) {
@@ -92,7 +93,8 @@ static bool oa_neutral(const char *key, const json_t *v, const char **reason)
 		return json_is_false(v);
 	}
 	if (!strcmp(key, "metadata")) {
-		*reason = "completion metadata is for stored completions, which Anthropic does not keep";
+		*reason = "completion metadata is for stored completions, which Anthropic does not "
+			  "keep";
 		return json_is_object(v) && json_object_size(v) == 0;
 	}
 	if (!strcmp(key, "service_tier")) {
@@ -200,8 +202,10 @@ static bool oa_content(const json_t *c, json_t *blocks, bool images, bool skip_e
 			if (!oa_image(part, blocks, at, why))
 				return false;
 		} else {
-			return refuse(why, images ? "only text and image_url parts can be translated"
-					   : "only text parts can be translated here", "%s.type", at);
+			return refuse(why,
+				      images ? "only text and image_url parts can be translated"
+					     : "only text parts can be translated here",
+				      "%s.type", at);
 		}
 	}
 	return true;
@@ -234,27 +238,33 @@ static bool oa_tool_calls(const json_t *calls, json_t *blocks, size_t mi,
 		const char *k;
 		const json_t *v;
 		if (!json_is_object(tc))
-			return refuse(why, "expected an object", "messages[%zu].tool_calls[%zu]", mi, j);
+			return refuse(why, "expected an object", "messages[%zu].tool_calls[%zu]",
+				      mi, j);
 		json_object_foreach((json_t *)tc, k, v) {
 			if (!strcmp(k, "id") || !strcmp(k, "function"))
 				continue;
 			if (!strcmp(k, "type") && is_str(v, "function"))
 				continue;
-			return refuse(why, !strcmp(k, "type") ? "only function tool calls can be "
-				      "translated" : "has no counterpart in the Anthropic Messages API",
+			return refuse(why,
+				      !strcmp(k, "type")
+					      ? "only function tool calls can be translated"
+					      : "has no counterpart in the Anthropic Messages API",
 				      "messages[%zu].tool_calls[%zu].%s", mi, j, k);
 		}
 		const json_t *id = json_object_get(tc, "id"), *fn = json_object_get(tc, "function");
-		const json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+		const json_t *name = json_object_get(fn, "name"),
+			     *args = json_object_get(fn, "arguments");
 		if (!json_is_string(id))
-			return refuse(why, "expected a string", "messages[%zu].tool_calls[%zu].id", mi, j);
+			return refuse(why, "expected a string", "messages[%zu].tool_calls[%zu].id",
+				      mi, j);
 		if (!json_is_string(name))
 			return refuse(why, "expected a string",
 				      "messages[%zu].tool_calls[%zu].function.name", mi, j);
 		json_object_foreach((json_t *)fn, k, v) {
 			if (strcmp(k, "name") && strcmp(k, "arguments"))
-				return refuse(why, "has no counterpart in the Anthropic Messages API",
-					      "messages[%zu].tool_calls[%zu].function.%s", mi, j, k);
+				return refuse(
+					why, "has no counterpart in the Anthropic Messages API",
+					"messages[%zu].tool_calls[%zu].function.%s", mi, j, k);
 		}
 		json_t *input;
 		if (!args || (json_is_string(args) && !json_string_length(args)))
@@ -266,9 +276,10 @@ static bool oa_tool_calls(const json_t *calls, json_t *blocks, size_t mi,
 			input = NULL;
 		if (!json_is_object(input)) {
 			json_decref(input);
-			return refuse(why, "must be a JSON object in a string: Anthropic's tool_use "
-				      "input is an object", "messages[%zu].tool_calls[%zu].function."
-				      "arguments", mi, j);
+			return refuse(why,
+				      "must be a JSON object in a string: Anthropic's tool_use "
+				      "input is an object",
+				      "messages[%zu].tool_calls[%zu].function.arguments", mi, j);
 		}
 		json_array_append_new(blocks, json_pack("{s:s, s:O, s:O, s:o}", "type", "tool_use",
 							"id", id, "name", name, "input", input));
@@ -309,20 +320,25 @@ static bool oa_messages(const json_t *msgs, json_t *out, struct xlate_refusal *w
 				continue;
 			if (!strcmp(r, "tool") && !strcmp(k, "tool_call_id"))
 				continue;
-			/* absent-valued assistant extras the SDKs echo back from a previous answer */
+			/* null extras that SDKs echo back from a previous answer */
 			if (!strcmp(r, "assistant") && json_is_null(v) &&
-			    (!strcmp(k, "refusal") || !strcmp(k, "audio") || !strcmp(k, "function_call")))
+			    (!strcmp(k, "refusal") || !strcmp(k, "audio") ||
+			     !strcmp(k, "function_call")))
 				continue;
-			refuse(why, !strcmp(k, "name") ? "Anthropic messages carry no participant name"
-			       : "has no counterpart in the Anthropic Messages API",
+			refuse(why,
+			       !strcmp(k, "name")
+				       ? "Anthropic messages carry no participant name"
+				       : "has no counterpart in the Anthropic Messages API",
 			       "messages[%zu].%s", i, k);
 			goto out;
 		}
 		const json_t *c = json_object_get(m, "content");
 		if (!strcmp(r, "system") || !strcmp(r, "developer")) {
 			if (json_array_size(turns)) {
-				refuse(why, "a system message after the conversation started cannot be "
-				       "translated: Anthropic takes one system prompt before all messages",
+				refuse(why,
+				       "a system message after the conversation started cannot be "
+				       "translated: Anthropic takes one system prompt before all "
+				       "messages",
 				       "messages[%zu].role", i);
 				goto out;
 			}
@@ -366,8 +382,10 @@ static bool oa_messages(const json_t *msgs, json_t *out, struct xlate_refusal *w
 			json_decref(tc);
 			push_turn(turns, "user", json_pack("[o]", res));
 		} else {
-			refuse(why, "only system, developer, user, assistant and tool messages can be "
-			       "translated", "messages[%zu].role", i);
+			refuse(why,
+			       "only system, developer, user, assistant and tool messages can be "
+			       "translated",
+			       "messages[%zu].role", i);
 			goto out;
 		}
 	}
@@ -378,9 +396,11 @@ static bool oa_messages(const json_t *msgs, json_t *out, struct xlate_refusal *w
 		goto out;
 	}
 	if (is_str(json_object_get(json_array_get(turns, n - 1), "role"), "assistant")) {
-		/* Anthropic would continue that message (prefill); OpenAI answers it with a new one */
-		refuse(why, "a final assistant message cannot be translated: Anthropic would continue "
-		       "it rather than answer it", "messages[%zu].role", json_array_size(msgs) - 1);
+		/* Anthropic would continue that message (prefill); OpenAI answers it */
+		refuse(why,
+		       "a final assistant message cannot be translated: Anthropic would continue "
+		       "it rather than answer it",
+		       "messages[%zu].role", json_array_size(msgs) - 1);
 		goto out;
 	}
 	if (nsys == 1 && json_is_string(only_sys) && json_string_length(only_sys))
@@ -411,26 +431,32 @@ static bool oa_tools(const json_t *tools, json_t *out, struct xlate_refusal *why
 		if (!json_is_object(t) || !is_str(json_object_get(t, "type"), "function") ||
 		    !json_is_object(fn)) {
 			json_decref(res);
-			return refuse(why, "only function tools can be translated", "tools[%zu].type", i);
+			return refuse(why, "only function tools can be translated",
+				      "tools[%zu].type", i);
 		}
 		json_object_foreach((json_t *)t, k, v) {
 			if (strcmp(k, "type") && strcmp(k, "function")) {
 				json_decref(res);
-				return refuse(why, "has no counterpart in the Anthropic Messages API",
+				return refuse(why,
+					      "has no counterpart in the Anthropic Messages API",
 					      "tools[%zu].%s", i, k);
 			}
 		}
 		json_object_foreach((json_t *)fn, k, v) {
-			if (!strcmp(k, "name") || !strcmp(k, "description") || !strcmp(k, "parameters"))
+			if (!strcmp(k, "name") || !strcmp(k, "description") ||
+			    !strcmp(k, "parameters"))
 				continue;
 			if (!strcmp(k, "strict") && (json_is_false(v) || json_is_null(v)))
 				continue;
 			json_decref(res);
-			return refuse(why, !strcmp(k, "strict") ? "Anthropic tools have no strict "
-				      "schema mode" : "has no counterpart in the Anthropic Messages API",
+			return refuse(why,
+				      !strcmp(k, "strict")
+					      ? "Anthropic tools have no strict schema mode"
+					      : "has no counterpart in the Anthropic Messages API",
 				      "tools[%zu].function.%s", i, k);
 		}
-		const json_t *name = json_object_get(fn, "name"), *desc = json_object_get(fn, "description");
+		const json_t *name = json_object_get(fn, "name"),
+			     *desc = json_object_get(fn, "description");
 		const json_t *params = json_object_get(fn, "parameters");
 		if (!json_is_string(name)) {
 			json_decref(res);
@@ -438,7 +464,8 @@ static bool oa_tools(const json_t *tools, json_t *out, struct xlate_refusal *why
 		}
 		if (desc && !json_is_string(desc) && !json_is_null(desc)) {
 			json_decref(res);
-			return refuse(why, "expected a string", "tools[%zu].function.description", i);
+			return refuse(why, "expected a string", "tools[%zu].function.description",
+				      i);
 		}
 		if (params && !json_is_object(params) && !json_is_null(params)) {
 			json_decref(res);
@@ -481,12 +508,15 @@ static bool oa_tool_choice(const json_t *tc, const json_t *parallel, json_t *out
 		const json_t *fn = json_object_get(tc, "function");
 		const json_t *name = json_object_get(fn, "name");
 		if (!json_is_string(name) || json_object_size(tc) != 2 || json_object_size(fn) != 1)
-			return refuse(why, "expected {\"type\":\"function\",\"function\":{\"name\":...}}",
-				      "tool_choice");
+			return refuse(
+				why, "expected {\"type\":\"function\",\"function\":{\"name\":...}}",
+				"tool_choice");
 		res = json_pack("{s:s, s:O}", "type", "tool", "name", name);
 	} else {
-		return refuse(why, "only \"auto\", \"required\", \"none\" and a named function can be "
-			      "translated", "tool_choice");
+		return refuse(why,
+			      "only \"auto\", \"required\", \"none\" and a named function can be "
+			      "translated",
+			      "tool_choice");
 	}
 	if (res && serial)
 		json_object_set_new(res, "disable_parallel_tool_use", json_true());
@@ -563,7 +593,7 @@ static json_t *from_openai(const json_t *req, struct xlate_req *info, struct xla
 	if (!oa_messages(msgs, out, why))
 		goto fail;
 
-	/* max_completion_tokens replaced max_tokens; when both are given it is the one that counts */
+	/* max_completion_tokens replaced max_tokens: when both are given, it counts */
 	const json_t *cap = maxc && !json_is_null(maxc) ? maxc : max;
 	const char *capname = cap == maxc ? "max_completion_tokens" : "max_tokens";
 	if (cap && !json_is_null(cap)) {
@@ -581,8 +611,10 @@ static json_t *from_openai(const json_t *req, struct xlate_req *info, struct xla
 			goto fail;
 		}
 		if (json_number_value(temp) > 1) {
-			refuse(why, "Anthropic's temperature ranges from 0 to 1: a value above 1 has no "
-			       "counterpart", "temperature");
+			refuse(why,
+			       "Anthropic's temperature ranges from 0 to 1: a value above 1 has no "
+			       "counterpart",
+			       "temperature");
 			goto fail;
 		}
 		set_ref(out, "temperature", temp);
@@ -609,8 +641,10 @@ static json_t *from_openai(const json_t *req, struct xlate_req *info, struct xla
 		}
 		json_object_foreach((json_t *)sopts, k, v) {
 			if (strcmp(k, "include_usage") || !json_is_boolean(v)) {
-				refuse(why, strcmp(k, "include_usage") ? "has no counterpart in the "
-				       "Anthropic Messages API" : "expected a boolean",
+				refuse(why,
+				       strcmp(k, "include_usage") ? "has no counterpart in the "
+								    "Anthropic Messages API"
+								  : "expected a boolean",
 				       "stream_options.%s", k);
 				goto fail;
 			}
@@ -624,7 +658,8 @@ static json_t *from_openai(const json_t *req, struct xlate_req *info, struct xla
 	}
 	if (json_is_string(user) && json_is_string(safety) &&
 	    strcmp(json_string_value(user), json_string_value(safety))) {
-		refuse(why, "differs from 'user': Anthropic takes one end-user id (metadata.user_id)",
+		refuse(why,
+		       "differs from 'user': Anthropic takes one end-user id (metadata.user_id)",
 		       "safety_identifier");
 		goto fail;
 	}
@@ -678,7 +713,8 @@ static bool an_image(const json_t *b, json_t *parts, const char *at, struct xlat
 	if (!an_block_keys(b, keys, at, why))
 		return false;
 	if (is_str(t, "base64")) {
-		const json_t *mt = json_object_get(src, "media_type"), *data = json_object_get(src, "data");
+		const json_t *mt = json_object_get(src, "media_type"),
+			     *data = json_object_get(src, "data");
 		if (!json_is_string(mt) || !json_is_string(data) || json_object_size(src) != 3)
 			return refuse(why, "expected {\"type\":\"base64\",\"media_type\",\"data\"}",
 				      "%s.source", at);
@@ -816,7 +852,8 @@ static bool an_user(const json_t *c, json_t *msgs, size_t mi, struct xlate_refus
 		} else if (is_str(t, "image")) {
 			ok = an_image(b, parts, at, why);
 		} else {
-			ok = refuse(why, "only text, image and tool_result blocks can be translated",
+			ok = refuse(why,
+				    "only text, image and tool_result blocks can be translated",
 				    "%s.type", at);
 		}
 		if (!ok) {
@@ -841,7 +878,8 @@ static bool an_assistant(const json_t *c, json_t *msgs, size_t mi, struct xlate_
 	json_t *parts, *calls, *m;
 
 	if (json_is_string(c)) {
-		json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "assistant", "content", c));
+		json_array_append_new(msgs,
+				      json_pack("{s:s, s:O}", "role", "assistant", "content", c));
 		return true;
 	}
 	if (!json_is_array(c))
@@ -864,7 +902,8 @@ static bool an_assistant(const json_t *c, json_t *msgs, size_t mi, struct xlate_
 				json_array_append_new(parts, text_block(json_string_value(
 							json_object_get(b, "text"))));
 		} else if (is_str(t, "tool_use")) {
-			const json_t *id = json_object_get(b, "id"), *name = json_object_get(b, "name");
+			const json_t *id = json_object_get(b, "id"),
+				     *name = json_object_get(b, "name");
 			const json_t *input = json_object_get(b, "input");
 			ok = an_block_keys(b, tool_keys, at, why);
 			if (ok && !json_is_string(id))
@@ -875,16 +914,18 @@ static bool an_assistant(const json_t *c, json_t *msgs, size_t mi, struct xlate_
 				ok = refuse(why, "expected an object", "%s.input", at);
 			if (ok) {
 				char *args = json_dumps(input, JSON_COMPACT);
-				json_array_append_new(calls, json_pack("{s:O, s:s, s:{s:O, s:s}}",
-						"id", id, "type", "function", "function", "name", name,
-						"arguments", args ? args : "{}"));
+				json_array_append_new(
+					calls, json_pack("{s:O, s:s, s:{s:O, s:s}}", "id", id,
+							 "type", "function", "function", "name",
+							 name, "arguments", args ? args : "{}"));
 				free(args);
 			}
 		} else if (is_str(t, "thinking") || is_str(t, "redacted_thinking")) {
 			ok = refuse(why, "OpenAI chat completions take no reasoning blocks back",
 				    "%s.type", at);
 		} else {
-			ok = refuse(why, "only text and tool_use blocks can be translated", "%s.type", at);
+			ok = refuse(why, "only text and tool_use blocks can be translated",
+				    "%s.type", at);
 		}
 		if (!ok) {
 			json_decref(parts);
@@ -897,7 +938,8 @@ static bool an_assistant(const json_t *c, json_t *msgs, size_t mi, struct xlate_
 		json_object_set_new(m, "content", oa_content_of(parts));
 	else {
 		json_decref(parts);
-		json_object_set_new(m, "content", json_array_size(calls) ? json_null() : json_string(""));
+		json_object_set_new(m, "content",
+				    json_array_size(calls) ? json_null() : json_string(""));
 	}
 	if (json_array_size(calls))
 		set_ref(m, "tool_calls", calls);
@@ -920,8 +962,8 @@ static bool an_messages(const json_t *system, const json_t *msgs, json_t *out,
 			goto fail;
 		}
 		if (json_array_size(parts))
-			json_array_append_new(res, json_pack("{s:s, s:o}", "role", "system", "content",
-							     oa_content_of(parts)));
+			json_array_append_new(res, json_pack("{s:s, s:o}", "role", "system",
+							     "content", oa_content_of(parts)));
 		else
 			json_decref(parts);
 	}
@@ -950,7 +992,8 @@ static bool an_messages(const json_t *system, const json_t *msgs, json_t *out,
 		} else if (is_str(role, "assistant")) {
 			if (i + 1 == json_array_size(msgs)) {
 				/* prefill: Anthropic continues this text; OpenAI would answer it */
-				refuse(why, "a final assistant message (prefill) cannot be translated: "
+				refuse(why,
+				       "a final assistant message (prefill) cannot be translated: "
 				       "OpenAI answers it rather than continuing it",
 				       "messages[%zu].role", i);
 				goto fail;
@@ -992,8 +1035,10 @@ static bool an_tools(const json_t *tools, json_t *out, struct xlate_refusal *why
 		/* typed tools other than "custom" are Anthropic's server and client tools (web
 		 * search, bash, text editor, computer use): they run at Anthropic */
 		else if (type && !json_is_null(type) && !is_str(type, "custom"))
-			ok = refuse(why, "only custom tools can be translated: Anthropic's own tools "
-				    "run at Anthropic", "%s.type", at);
+			ok = refuse(why,
+				    "only custom tools can be translated: Anthropic's own tools "
+				    "run at Anthropic",
+				    "%s.type", at);
 		else if (!an_block_keys(t, keys, at, why))
 			ok = false;
 		else if (!json_is_string(name))
@@ -1014,7 +1059,8 @@ static bool an_tools(const json_t *tools, json_t *out, struct xlate_refusal *why
 		set_ref(fn, "parameters", schema);
 		if (json_is_boolean(strict))
 			set_ref(fn, "strict", strict);
-		json_array_append_new(res, json_pack("{s:s, s:o}", "type", "function", "function", fn));
+		json_array_append_new(res,
+				      json_pack("{s:s, s:o}", "type", "function", "function", fn));
 	}
 	json_object_set_new(out, "tools", res);
 	return true;
@@ -1022,7 +1068,8 @@ static bool an_tools(const json_t *tools, json_t *out, struct xlate_refusal *why
 
 static bool an_tool_choice(const json_t *tc, json_t *out, struct xlate_refusal *why)
 {
-	const json_t *t = json_object_get(tc, "type"), *dis = json_object_get(tc, "disable_parallel_tool_use");
+	const json_t *t = json_object_get(tc, "type"),
+		     *dis = json_object_get(tc, "disable_parallel_tool_use");
 	const char *k;
 	const json_t *v;
 	json_t *res;
@@ -1049,7 +1096,8 @@ static bool an_tool_choice(const json_t *tc, json_t *out, struct xlate_refusal *
 		res = json_pack("{s:s, s:{s:O}}", "type", "function", "function", "name",
 				json_object_get(tc, "name"));
 	else
-		return refuse(why, "expected auto, any, none, or tool with a name", "tool_choice.type");
+		return refuse(why, "expected auto, any, none, or tool with a name",
+			      "tool_choice.type");
 	json_object_set_new(out, "tool_choice", res);
 	if (json_is_true(dis) && !is_str(t, "none"))
 		json_object_set_new(out, "parallel_tool_calls", json_false());
@@ -1196,7 +1244,8 @@ json_t *xlate_request(enum api_format from, const json_t *req, struct xlate_req 
 		why = &scratch;
 	why->param[0] = why->message[0] = '\0';
 	if (!json_is_object(req)) {
-		snprintf(why->message, sizeof(why->message), "the request body must be a JSON object");
+		snprintf(why->message, sizeof(why->message),
+			 "the request body must be a JSON object");
 		return NULL;
 	}
 	return from == API_OPENAI ? from_openai(req, info, why) : from_anthropic(req, info, why);

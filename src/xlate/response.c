@@ -70,7 +70,9 @@ const char *xlate__stop_reason(const char *finish)
 uint64_t xlate__u64(const json_t *o, const char *key)
 {
 	const json_t *v = json_object_get(o, key);
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return 0;
+	return (uint64_t)json_integer_value(v);
 }
 
 const char *xlate_strerror(int code)
@@ -89,8 +91,10 @@ static json_t *to_anthropic(const json_t *resp, const char *model, const char *s
 {
 	const json_t *choice = json_array_get(json_object_get(resp, "choices"), 0);
 	const json_t *msg = json_object_get(choice, "message");
-	const json_t *text = json_object_get(msg, "content"), *refusal = json_object_get(msg, "refusal");
-	const json_t *calls = json_object_get(msg, "tool_calls"), *fin = json_object_get(choice, "finish_reason");
+	const json_t *text = json_object_get(msg, "content"),
+		     *refusal = json_object_get(msg, "refusal");
+	const json_t *calls = json_object_get(msg, "tool_calls"),
+		     *fin = json_object_get(choice, "finish_reason");
 	const json_t *usage = json_object_get(resp, "usage");
 	const json_t *m = json_object_get(resp, "model");
 	json_t *content = json_array(), *out;
@@ -103,9 +107,11 @@ static json_t *to_anthropic(const json_t *resp, const char *model, const char *s
 	    (calls && !json_is_null(calls) && !json_is_array(calls)))
 		goto fail;
 	if (json_is_string(text) && json_string_length(text))
-		json_array_append_new(content, json_pack("{s:s, s:O}", "type", "text", "text", text));
+		json_array_append_new(content,
+				      json_pack("{s:s, s:O}", "type", "text", "text", text));
 	if (json_is_string(refusal) && json_string_length(refusal))
-		json_array_append_new(content, json_pack("{s:s, s:O}", "type", "text", "text", refusal));
+		json_array_append_new(content,
+				      json_pack("{s:s, s:O}", "type", "text", "text", refusal));
 	json_array_foreach(calls, i, tc) {
 		const json_t *fn = json_object_get(tc, "function");
 		const json_t *tid = json_object_get(tc, "id"), *name = json_object_get(fn, "name");
@@ -117,7 +123,8 @@ static json_t *to_anthropic(const json_t *resp, const char *model, const char *s
 		if (!args || !json_string_length(args))
 			input = json_object();
 		else
-			input = json_loadb(json_string_value(args), json_string_length(args), 0, NULL);
+			input = json_loadb(json_string_value(args), json_string_length(args), 0,
+					   NULL);
 		if (!json_is_object(input)) {
 			json_decref(input);
 			goto fail;
@@ -125,16 +132,18 @@ static json_t *to_anthropic(const json_t *resp, const char *model, const char *s
 		if (!json_is_string(tid))
 			xlate__id(gen, sizeof(gen), "toolu_",
 				  xlate__tool_hash(xlate__hash(seed, 1), i));
-		json_array_append_new(content, json_pack("{s:s, s:s, s:O, s:o}", "type", "tool_use",
-				"id", json_is_string(tid) ? json_string_value(tid) : gen, "name", name,
-				"input", input));
+		json_array_append_new(content,
+				      json_pack("{s:s, s:s, s:O, s:o}", "type", "tool_use", "id",
+						json_is_string(tid) ? json_string_value(tid) : gen,
+						"name", name, "input", input));
 	}
 	stop = json_is_string(refusal) && json_string_length(refusal) ? "refusal"
 	       : xlate__stop_reason(json_string_value(fin));
 	xlate__id(id, sizeof(id), "msg_", xlate__hash(seed, 1));
 	/* Anthropic counts cache reads apart from input_tokens; OpenAI includes them */
 	uint64_t prompt = xlate__u64(usage, "prompt_tokens");
-	uint64_t cached = xlate__u64(json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
+	uint64_t cached =
+		xlate__u64(json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
 	if (cached > prompt)
 		cached = prompt;
 	out = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:n, s:{s:I, s:I, s:I, s:I}}",
@@ -154,8 +163,10 @@ fail:
 /* Anthropic message -> OpenAI chat.completion. */
 static json_t *to_openai(const json_t *resp, const char *model, const char *seed)
 {
-	const json_t *content = json_object_get(resp, "content"), *usage = json_object_get(resp, "usage");
-	const json_t *m = json_object_get(resp, "model"), *stop = json_object_get(resp, "stop_reason");
+	const json_t *content = json_object_get(resp, "content"),
+		     *usage = json_object_get(resp, "usage");
+	const json_t *m = json_object_get(resp, "model"),
+		     *stop = json_object_get(resp, "stop_reason");
 	json_t *calls = json_array(), *msg, *out;
 	struct buf text = BUF_INIT;
 	bool has_text = false;
@@ -175,17 +186,20 @@ static json_t *to_openai(const json_t *resp, const char *model, const char *seed
 			buf_append(&text, json_string_value(s), json_string_length(s));
 			has_text = true;
 		} else if (json_is_string(t) && !strcmp(json_string_value(t), "tool_use")) {
-			const json_t *tid = json_object_get(b, "id"), *name = json_object_get(b, "name");
+			const json_t *tid = json_object_get(b, "id"),
+				     *name = json_object_get(b, "name");
 			const json_t *input = json_object_get(b, "input");
 			if (!json_is_string(tid) || !json_is_string(name) || !json_is_object(input))
 				goto fail;
 			char *args = json_dumps(input, JSON_COMPACT);
-			json_array_append_new(calls, json_pack("{s:O, s:s, s:{s:O, s:s}}", "id", tid,
-					"type", "function", "function", "name", name,
-					"arguments", args ? args : "{}"));
+			json_array_append_new(calls,
+					      json_pack("{s:O, s:s, s:{s:O, s:s}}", "id", tid,
+							"type", "function", "function", "name",
+							name, "arguments", args ? args : "{}"));
 			free(args);
-		} else if (json_is_string(t) && (!strcmp(json_string_value(t), "thinking") ||
-						 !strcmp(json_string_value(t), "redacted_thinking"))) {
+		} else if (json_is_string(t) &&
+			   (!strcmp(json_string_value(t), "thinking") ||
+			    !strcmp(json_string_value(t), "redacted_thinking"))) {
 			/* never asked for (thinking is refused), and chat completions have no
 			 * place for it */
 			continue;
@@ -244,7 +258,8 @@ int xlate_error(enum api_format to, int status, const char *body, size_t len, st
 	if (json_is_string(msg) && json_string_length(msg)) {
 		message = json_string_value(msg);
 	} else if (json_is_string(err) && json_string_length(err)) {
-		message = json_string_value(err);  /* some OpenAI-compatible servers: "error":"..." */
+		/* some OpenAI-compatible servers answer "error": "..." */
+		message = json_string_value(err);
 	} else {
 		snprintf(fallback, sizeof(fallback), "the upstream answered HTTP %d", status);
 		message = fallback;

@@ -17,10 +17,14 @@ enum {
 
 enum { XK_NONE, XK_TEXT, XK_TOOL, XK_SKIP };
 
-void xlate_stream_init(struct xlate_stream *s, enum api_format to, const struct xlate_req *info,
-		       const char *model, const char *seed)
+/* Everything but the buffers, which the caller has set (empty). */
+static void setup(struct xlate_stream *s, enum api_format to, const struct xlate_req *info,
+		  const char *model, const char *seed)
 {
+	struct buf m = s->model, pre = s->pre;
 	memset(s, 0, sizeof(*s));
+	s->model = m;
+	s->pre = pre;
 	s->to = to;
 	s->include_usage = info && info->include_usage;
 	s->seed_hash = xlate__hash(seed, 1);
@@ -30,6 +34,22 @@ void xlate_stream_init(struct xlate_stream *s, enum api_format to, const struct 
 	xlate__id(s->id, sizeof(s->id), to == API_OPENAI ? "chatcmpl-" : "msg_", s->seed_hash);
 	if (model)
 		buf_append_json_str(&s->model, model, strlen(model));
+}
+
+void xlate_stream_init(struct xlate_stream *s, enum api_format to, const struct xlate_req *info,
+		       const char *model, const char *seed)
+{
+	s->model = (struct buf)BUF_INIT;
+	s->pre = (struct buf)BUF_INIT;
+	setup(s, to, info, model, seed);
+}
+
+void xlate_stream_reset(struct xlate_stream *s, enum api_format to,
+			const struct xlate_req *info, const char *model, const char *seed)
+{
+	buf_reset(&s->model);
+	buf_reset(&s->pre);
+	setup(s, to, info, model, seed);
 }
 
 void xlate_stream_release(struct xlate_stream *s)
@@ -111,10 +131,12 @@ static void oc_close(struct xlate_stream *s, struct buf *out)
 	if (s->include_usage) {
 		uint64_t prompt = s->input + s->cache_read + s->cache_write;
 		oc_begin(s, out);
-		buf_appendf(out, "],\"usage\":{\"prompt_tokens\":%" PRIu64 ",\"completion_tokens\":%"
-			    PRIu64 ",\"total_tokens\":%" PRIu64 ",\"prompt_tokens_details\":"
-			    "{\"cached_tokens\":%" PRIu64 "}}}\n\n", prompt, s->output,
-			    prompt + s->output, s->cache_read);
+		buf_appendf(out,
+			    "],\"usage\":{\"prompt_tokens\":%" PRIu64
+			    ",\"completion_tokens\":%" PRIu64 ",\"total_tokens\":%" PRIu64
+			    ",\"prompt_tokens_details\":"
+			    "{\"cached_tokens\":%" PRIu64 "}}}\n\n",
+			    prompt, s->output, prompt + s->output, s->cache_read);
 	}
 	buf_puts(out, "data: [DONE]\n\n");
 	s->state = XS_DONE;
@@ -183,7 +205,8 @@ static int feed_anthropic(struct xlate_stream *s, const json_t *root, struct buf
 			s->kind = XK_TEXT;
 			oc_text(s, out, json_object_get(cb, "text"));
 		} else if (!strcmp(ct, "tool_use")) {
-			const json_t *id = json_object_get(cb, "id"), *name = json_object_get(cb, "name");
+			const json_t *id = json_object_get(cb, "id"),
+				     *name = json_object_get(cb, "name");
 			const json_t *input = json_object_get(cb, "input");
 			if (!json_is_string(id) || !json_is_string(name))
 				return broken(s);
@@ -196,7 +219,7 @@ static int feed_anthropic(struct xlate_stream *s, const json_t *root, struct buf
 			json_str(out, json_string_value(name), json_string_length(name));
 			buf_puts(out, ",\"arguments\":\"\"}}]");
 			oc_end(s, out, NULL);
-			/* streams start tool input empty; a block that arrives whole is sent whole */
+			/* streams start input empty; a block that comes whole goes whole */
 			if (json_object_size(input)) {
 				char *args = json_dumps(input, JSON_COMPACT);
 				if (args)
@@ -213,8 +236,8 @@ static int feed_anthropic(struct xlate_stream *s, const json_t *root, struct buf
 	if (!strcmp(type, "content_block_delta")) {
 		const json_t *d = json_object_get(root, "delta");
 		const char *dt = json_string_value(json_object_get(d, "type"));
-		if (s->kind == XK_NONE || !json_is_integer(idx) || json_integer_value(idx) != s->index ||
-		    !dt)
+		if (s->kind == XK_NONE || !json_is_integer(idx) ||
+		    json_integer_value(idx) != s->index || !dt)
 			return broken(s);
 		if (!strcmp(dt, "text_delta") && s->kind == XK_TEXT) {
 			const json_t *t = json_object_get(d, "text");
@@ -235,7 +258,8 @@ static int feed_anthropic(struct xlate_stream *s, const json_t *root, struct buf
 		return XLATE_MORE;
 	}
 	if (!strcmp(type, "content_block_stop")) {
-		if (s->kind == XK_NONE || !json_is_integer(idx) || json_integer_value(idx) != s->index)
+		if (s->kind == XK_NONE || !json_is_integer(idx) ||
+		    json_integer_value(idx) != s->index)
 			return broken(s);
 		s->kind = XK_NONE;
 		return XLATE_MORE;
@@ -322,8 +346,8 @@ static int ae_tool_call(struct xlate_stream *s, struct buf *out, const json_t *t
 			return -1;
 		ae_block_stop(s, out);
 		if (!json_is_string(id))
-			xlate__id(gen, sizeof(gen), "toolu_", xlate__tool_hash(s->seed_hash,
-									       (uint64_t)s->ntools));
+			xlate__id(gen, sizeof(gen), "toolu_",
+				  xlate__tool_hash(s->seed_hash, (uint64_t)s->ntools));
 		ae_begin(out, "content_block_start");
 		buf_appendf(out, "{\"type\":\"content_block_start\",\"index\":%" PRId64 ","
 			    "\"content_block\":{\"type\":\"tool_use\",\"id\":", s->index);
@@ -396,7 +420,8 @@ static int feed_openai(struct xlate_stream *s, const struct sse_event *ev, struc
 	const json_t *err = json_object_get(root, "error");
 	if (err && !json_is_null(err)) {
 		const char *msg = json_string_value(json_object_get(err, "message"));
-		api_error_event(API_ANTHROPIC, NULL, msg ? msg : "the upstream reported an error", out);
+		api_error_event(API_ANTHROPIC, NULL, msg ? msg : "the upstream reported an error",
+				out);
 		s->state = XS_FAILED;
 		json_decref(root);
 		return XLATE_END;
@@ -418,8 +443,10 @@ static int feed_openai(struct xlate_stream *s, const struct sse_event *ev, struc
 		s->state = XS_OPEN;
 	}
 	json_array_foreach(choices, i, ch) {
-		const json_t *d = json_object_get(ch, "delta"), *fr = json_object_get(ch, "finish_reason");
-		const json_t *c = json_object_get(d, "content"), *ref = json_object_get(d, "refusal");
+		const json_t *d = json_object_get(ch, "delta"),
+			     *fr = json_object_get(ch, "finish_reason");
+		const json_t *c = json_object_get(d, "content"),
+			     *ref = json_object_get(d, "refusal");
 		const json_t *calls = json_object_get(d, "tool_calls");
 		bool has_content = (json_is_string(c) && json_string_length(c)) ||
 				   (json_is_string(ref) && json_string_length(ref)) ||
@@ -445,7 +472,8 @@ static int feed_openai(struct xlate_stream *s, const struct sse_event *ev, struc
 		}
 		if (json_is_string(fr) && !s->stop) {
 			ae_block_stop(s, out);
-			s->stop = s->refusal ? "refusal" : xlate__stop_reason(json_string_value(fr));
+			s->stop =
+				s->refusal ? "refusal" : xlate__stop_reason(json_string_value(fr));
 		}
 	}
 	json_decref(root);

@@ -1,4 +1,4 @@
-/* xlate.h - OpenAI chat completions <-> Anthropic messages: requests, answers, errors and streams */
+/* xlate.h - OpenAI chat completions <-> Anthropic messages: requests, answers, errors, streams */
 #ifndef MERIDIAN_XLATE_XLATE_H
 #define MERIDIAN_XLATE_XLATE_H
 
@@ -54,8 +54,9 @@ const char *xlate_upstream_path(enum api_format from);
  * fills info (may be NULL). On refusal (a field without a faithful counterpart, or a field
  * of the wrong type) returns NULL and fills why; the gateway answers 400 with why->message
  * and why->param. req is borrowed and not modified; the result shares (holds references to)
- * values of req, so change its members by replacing them, never in place. A streamed OpenAI upstream request always
- * asks for stream_options.include_usage, so the Anthropic client gets its usage.
+ * values of req, so change its members by replacing them, never in place. A streamed OpenAI
+ * upstream request always asks for stream_options.include_usage, so the Anthropic client gets its
+ * usage.
  */
 json_t *xlate_request(enum api_format from, const json_t *req, struct xlate_req *info,
 		      struct xlate_refusal *why);
@@ -121,9 +122,14 @@ struct xlate_stream {
 	bool usage_seen;
 };
 
-/* model and seed are copied (either may be NULL). */
+/* model and seed are copied (either may be NULL); info may be NULL (no usage chunk). */
 void xlate_stream_init(struct xlate_stream *s, enum api_format to, const struct xlate_req *info,
 		       const char *model, const char *seed);
+/* Readies an initialised s for a new stream, keeping its buffers: no allocation per stream once
+ * they have grown to the longest model name seen. */
+void xlate_stream_reset(struct xlate_stream *s, enum api_format to,
+			const struct xlate_req *info, const char *model, const char *seed);
+/* Frees the buffers; s may be initialised again. */
 void xlate_stream_release(struct xlate_stream *s);
 
 /*

@@ -110,7 +110,8 @@ static void test_openai_request_full(void **state)
 		"'user':'user-42','n':1,'logprobs':false,'presence_penalty':0,"
 		"'response_format':{'type':'text'},'store':false,'service_tier':'auto',"
 		"'prompt_cache_key':'conv-7'}", &info);
-	expect_json(out,
+	expect_json(
+		out,
 		"{'model':'claude-sonnet-4-5',"
 		"'system':[{'type':'text','text':'You are terse.'},"
 		"  {'type':'text','text':'Answer in French.'}],"
@@ -123,10 +124,13 @@ static void test_openai_request_full(void **state)
 		" {'role':'user','content':[{'type':'text','text':'Weather in Paris and Rome?'}]},"
 		" {'role':'assistant','content':["
 		"  {'type':'tool_use','id':'call_1','name':'get_weather','input':{'city':'Paris'}},"
-		"  {'type':'tool_use','id':'call_2','name':'get_weather','input':{'city':'Rome'}}]},"
+		"  "
+		"{'type':'tool_use','id':'call_2','name':'get_weather','input':{'city':'Rome'}}]},"
 		" {'role':'user','content':["
 		"  {'type':'tool_result','tool_use_id':'call_1','content':'18C sunny'},"
-		"  {'type':'tool_result','tool_use_id':'call_2','content':[{'type':'text','text':'21C'}]},"
+		"  "
+		"{'type':'tool_result','tool_use_id':'call_2','content':[{'type':'text','text':'"
+		"21C'}]},"
 		"  {'type':'text','text':'Thanks. Which is warmer?'}]}],"
 		"'max_tokens':300,'temperature':0.5,'top_p':0.9,'stop_sequences':['END','STOP'],"
 		"'stream':true,'metadata':{'user_id':'user-42'},"
@@ -167,21 +171,27 @@ static void test_openai_tool_choice(void **state)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char req[512], want[512];
-		snprintf(req, sizeof(req), "{'model':'m','messages':[{'role':'user','content':'x'}],"
+		snprintf(req, sizeof(req),
+			 "{'model':'m','messages':[{'role':'user','content':'x'}],"
 			 "'tools':[{'type':'function','function':{'name':'f','parameters':"
-			 "{'type':'object'}}}],'tool_choice':%s}", cases[i][0]);
+			 "{'type':'object'}}}],'tool_choice':%s}",
+			 cases[i][0]);
 		snprintf(want, sizeof(want), "{'model':'m','messages':[{'role':'user','content':"
 			 "[{'type':'text','text':'x'}]}],'max_tokens':4096,'tools':[{'name':'f',"
 			 "'input_schema':{'type':'object'}}],'tool_choice':%s}", cases[i][1]);
 		expect_json(translate(API_OPENAI, req, NULL), want);
 	}
 	/* parallel_tool_calls false alone still reaches Anthropic, inside an auto choice */
-	expect_json(translate(API_OPENAI, "{'model':'m','messages':[{'role':'user','content':'x'}],"
-		"'tools':[{'type':'function','function':{'name':'f'}}],'parallel_tool_calls':false}",
-		NULL),
+	expect_json(
+		translate(API_OPENAI,
+			  "{'model':'m','messages':[{'role':'user','content':'x'}],"
+			  "'tools':[{'type':'function','function':{'name':'f'}}],'parallel_tool_"
+			  "calls':false}",
+			  NULL),
 		"{'model':'m','messages':[{'role':'user','content':[{'type':'text','text':'x'}]}],"
 		"'max_tokens':4096,'tools':[{'name':'f','input_schema':{'type':'object',"
-		"'properties':{}}}],'tool_choice':{'type':'auto','disable_parallel_tool_use':true}}");
+		"'properties':{}}}],'tool_choice':{'type':'auto','disable_parallel_tool_use':true}"
+		"}");
 }
 
 #define OA_BASE "'model':'m','messages':[{'role':'user','content':'hi'}]"
@@ -193,7 +203,8 @@ static void test_openai_refusals(void **state)
 		{"{" OA_BASE ",'logprobs':true}", "logprobs"},
 		{"{" OA_BASE ",'top_logprobs':3}", "top_logprobs"},
 		{"{" OA_BASE ",'response_format':{'type':'json_schema','json_schema':{'name':'x',"
-		 "'schema':{'type':'object'}}}}", "response_format"},
+		 "'schema':{'type':'object'}}}}",
+		 "response_format"},
 		{"{" OA_BASE ",'response_format':{'type':'json_object'}}", "response_format"},
 		{"{" OA_BASE ",'temperature':1.5}", "temperature"},
 		{"{" OA_BASE ",'seed':7}", "seed"},
@@ -209,8 +220,10 @@ static void test_openai_refusals(void **state)
 		 "stream_options.include_obfuscation"},
 		{"{" OA_BASE ",'user':'a','safety_identifier':'b'}", "safety_identifier"},
 		{"{" OA_BASE ",'max_tokens':0}", "max_tokens"},
-		{"{" OA_BASE ",'tools':[{'type':'custom','custom':{'name':'g'}}]}", "tools[0].type"},
-		{"{" OA_BASE ",'tools':[{'type':'function','function':{'name':'f','strict':true}}]}",
+		{"{" OA_BASE ",'tools':[{'type':'custom','custom':{'name':'g'}}]}",
+		 "tools[0].type"},
+		{"{" OA_BASE
+		 ",'tools':[{'type':'function','function':{'name':'f','strict':true}}]}",
 		 "tools[0].function.strict"},
 		{"{" OA_BASE ",'tool_choice':{'type':'allowed_tools','allowed_tools':{}}}",
 		 "tool_choice"},
@@ -220,7 +233,8 @@ static void test_openai_refusals(void **state)
 		 "{'role':'system','content':'late'},{'role':'user','content':'x'}]}",
 		 "messages[1].role"},
 		{"{'model':'m','messages':[{'role':'user','content':'hi'},"
-		 "{'role':'assistant','content':'Sure,'}]}", "messages[1].role"},
+		 "{'role':'assistant','content':'Sure,'}]}",
+		 "messages[1].role"},
 		{"{'model':'m','messages':[{'role':'system','content':'only'}]}", "messages"},
 		{"{'model':'m','messages':[{'role':'function','name':'f','content':'x'}]}",
 		 "messages[0].name"},
@@ -228,9 +242,11 @@ static void test_openai_refusals(void **state)
 		 "'image_url':{'url':'https://x/y.png','detail':'high'}}]}]}",
 		 "messages[0].content[0].image_url.detail"},
 		{"{'model':'m','messages':[{'role':'user','content':[{'type':'input_audio',"
-		 "'input_audio':{'data':'AAA','format':'wav'}}]}]}", "messages[0].content[0].type"},
+		 "'input_audio':{'data':'AAA','format':'wav'}}]}]}",
+		 "messages[0].content[0].type"},
 		{"{'model':'m','messages':[{'role':'user','content':[{'type':'image_url',"
-		 "'image_url':{'url':'ftp://x/y.png'}}]}]}", "messages[0].content[0].image_url.url"},
+		 "'image_url':{'url':'ftp://x/y.png'}}]}]}",
+		 "messages[0].content[0].image_url.url"},
 		{"{'model':'m','messages':[{'role':'user','content':'x'},{'role':'assistant',"
 		 "'tool_calls':[{'id':'c','type':'function','function':{'name':'f',"
 		 "'arguments':'{oops'}}]},{'role':'tool','tool_call_id':'c','content':'r'}]}",
@@ -255,22 +271,28 @@ static void test_openai_refusals(void **state)
 static void test_anthropic_request_full(void **state)
 {
 	struct xlate_req info = {0};
-	json_t *out = translate(API_ANTHROPIC,
+	json_t *out = translate(
+		API_ANTHROPIC,
 		"{'model':'grok-4','max_tokens':1024,"
-		"'system':[{'type':'text','text':'You are terse.','cache_control':{'type':'ephemeral'}},"
+		"'system':[{'type':'text','text':'You are "
+		"terse.','cache_control':{'type':'ephemeral'}},"
 		" {'type':'text','text':'Answer in French.'}],"
 		"'messages':["
 		" {'role':'user','content':[{'type':'text','text':'What is this?'},"
-		"  {'type':'image','source':{'type':'base64','media_type':'image/jpeg','data':'/9j/4AA='}},"
+		"  "
+		"{'type':'image','source':{'type':'base64','media_type':'image/jpeg','data':'/9j/"
+		"4AA='}},"
 		"  {'type':'image','source':{'type':'url','url':'https://example.com/a.png'}}]},"
 		" {'role':'assistant','content':[{'type':'text','text':'Checking.'},"
-		"  {'type':'tool_use','id':'toolu_1','name':'get_weather','input':{'city':'Paris'}},"
+		"  "
+		"{'type':'tool_use','id':'toolu_1','name':'get_weather','input':{'city':'Paris'}},"
 		"  {'type':'tool_use','id':'toolu_2','name':'get_weather','input':{}}]},"
 		" {'role':'user','content':["
 		"  {'type':'tool_result','tool_use_id':'toolu_1','content':'18C'},"
 		"  {'type':'tool_result','tool_use_id':'toolu_2','is_error':false,"
 		"   'content':[{'type':'text','text':'21'},{'type':'text','text':'C'}]},"
-		"  {'type':'text','text':'Which is warmer?','cache_control':{'type':'ephemeral'}}]},"
+		"  {'type':'text','text':'Which is "
+		"warmer?','cache_control':{'type':'ephemeral'}}]},"
 		" {'role':'assistant','content':'Rome.'},"
 		" {'role':'user','content':'Why?'}],"
 		"'tools':[{'name':'get_weather','description':'Current weather','input_schema':"
@@ -279,7 +301,8 @@ static void test_anthropic_request_full(void **state)
 		"'tool_choice':{'type':'any','disable_parallel_tool_use':true},"
 		"'stop_sequences':['END'],'temperature':0.2,'top_p':0.8,"
 		"'metadata':{'user_id':'u-9'},'stream':true,'thinking':{'type':'disabled'},"
-		"'service_tier':'auto'}", &info);
+		"'service_tier':'auto'}",
+		&info);
 	expect_json(out,
 		"{'model':'grok-4','messages':["
 		" {'role':'system','content':[{'type':'text','text':'You are terse.'},"
@@ -312,20 +335,26 @@ static void test_anthropic_request_full(void **state)
 static void test_anthropic_request_small(void **state)
 {
 	/* a string system prompt; tool_choice forms */
-	expect_json(translate(API_ANTHROPIC, "{'model':'m','max_tokens':5,'system':'Be brief.',"
-		"'messages':[{'role':'user','content':'Hi'}],"
-		"'tools':[{'type':'custom','name':'f','input_schema':{'type':'object'},'strict':true}],"
-		"'tool_choice':{'type':'tool','name':'f'}}", NULL),
-		"{'model':'m','messages':[{'role':'system','content':'Be brief.'},"
-		"{'role':'user','content':'Hi'}],'max_tokens':5,'tools':[{'type':'function',"
-		"'function':{'name':'f','parameters':{'type':'object'},'strict':true}}],"
-		"'tool_choice':{'type':'function','function':{'name':'f'}}}");
-	expect_json(translate(API_ANTHROPIC, "{'model':'m','max_tokens':5,"
-		"'messages':[{'role':'user','content':'Hi'}],'tools':[{'name':'f','input_schema':{}}],"
-		"'tool_choice':{'type':'none'}}", NULL),
-		"{'model':'m','messages':[{'role':'user','content':'Hi'}],'max_tokens':5,"
-		"'tools':[{'type':'function','function':{'name':'f','parameters':{}}}],"
-		"'tool_choice':'none'}");
+	expect_json(translate(API_ANTHROPIC,
+			      "{'model':'m','max_tokens':5,'system':'Be brief.',"
+			      "'messages':[{'role':'user','content':'Hi'}],"
+			      "'tools':[{'type':'custom','name':'f','input_schema':{'type':'object'"
+			      "},'strict':true}],"
+			      "'tool_choice':{'type':'tool','name':'f'}}",
+			      NULL),
+		    "{'model':'m','messages':[{'role':'system','content':'Be brief.'},"
+		    "{'role':'user','content':'Hi'}],'max_tokens':5,'tools':[{'type':'function',"
+		    "'function':{'name':'f','parameters':{'type':'object'},'strict':true}}],"
+		    "'tool_choice':{'type':'function','function':{'name':'f'}}}");
+	expect_json(translate(API_ANTHROPIC,
+			      "{'model':'m','max_tokens':5,"
+			      "'messages':[{'role':'user','content':'Hi'}],'tools':[{'name':'f','"
+			      "input_schema':{}}],"
+			      "'tool_choice':{'type':'none'}}",
+			      NULL),
+		    "{'model':'m','messages':[{'role':'user','content':'Hi'}],'max_tokens':5,"
+		    "'tools':[{'type':'function','function':{'name':'f','parameters':{}}}],"
+		    "'tool_choice':'none'}");
 	expect_json(translate(API_ANTHROPIC, "{'model':'m','max_tokens':5,"
 		"'messages':[{'role':'user','content':'Hi'}],'tool_choice':{'type':'auto'}}", NULL),
 		"{'model':'m','messages':[{'role':'user','content':'Hi'}],'max_tokens':5,"
@@ -350,7 +379,8 @@ static void test_anthropic_refusals(void **state)
 		{"{" AN_BASE ",'tool_choice':{'type':'sometimes'}}", "tool_choice.type"},
 		{"{'model':'m','messages':[{'role':'user','content':'hi'}]}", "max_tokens"},
 		{"{'model':'m','max_tokens':10,'messages':[{'role':'user','content':'hi'},"
-		 "{'role':'assistant','content':'The answer is'}]}", "messages[1].role"},
+		 "{'role':'assistant','content':'The answer is'}]}",
+		 "messages[1].role"},
 		{"{'model':'m','max_tokens':10,'messages':[{'role':'user','content':["
 		 "{'type':'tool_result','tool_use_id':'t','is_error':true,'content':'boom'}]}]}",
 		 "messages[0].content[0].is_error"},
@@ -359,13 +389,15 @@ static void test_anthropic_refusals(void **state)
 		 "{'type':'url','url':'https://x/y.png'}}]}]}]}",
 		 "messages[0].content[0].content[0].type"},
 		{"{'model':'m','max_tokens':10,'messages':[{'role':'user','content':["
-		 "{'type':'document','source':{'type':'text','media_type':'text/plain','data':'x'}}]}]}",
+		 "{'type':'document','source':{'type':'text','media_type':'text/"
+		 "plain','data':'x'}}]}]}",
 		 "messages[0].content[0].type"},
 		{"{'model':'m','max_tokens':10,'messages':[{'role':'user','content':["
 		 "{'type':'image','source':{'type':'file','file_id':'f1'}}]}]}",
 		 "messages[0].content[0].source"},
 		{"{'model':'m','max_tokens':10,'messages':[{'role':'user','content':'q'},"
-		 "{'role':'assistant','content':[{'type':'thinking','thinking':'hmm','signature':'s'},"
+		 "{'role':'assistant','content':[{'type':'thinking','thinking':'hmm','signature':'"
+		 "s'},"
 		 "{'type':'text','text':'a'}]},{'role':'user','content':'q2'}]}",
 		 "messages[1].content[0].type"},
 		{"{'model':'m','max_tokens':10,'messages':[{'role':'user','content':["
@@ -374,7 +406,8 @@ static void test_anthropic_refusals(void **state)
 		{"{'model':'m','max_tokens':10,'messages':[{'role':'system','content':'x'}]}",
 		 "messages[0].role"},
 		{"{'model':'m','max_tokens':10,'system':[{'type':'image','source':{}}],"
-		 "'messages':[{'role':'user','content':'x'}]}", "system[0].type"},
+		 "'messages':[{'role':'user','content':'x'}]}",
+		 "system[0].type"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		expect_refusal(API_ANTHROPIC, cases[i][0], cases[i][1]);
@@ -384,13 +417,14 @@ static void test_anthropic_refusals(void **state)
 
 static void test_response_openai_to_anthropic(void **state)
 {
-	json_t *resp = J("{'id':'chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT','object':'chat.completion',"
-		"'created':1741569952,'model':'gpt-4.1-2025-04-14','choices':[{'index':0,"
-		"'message':{'role':'assistant','content':'Hello! How can I assist you today?',"
-		"'refusal':null,'annotations':[]},'logprobs':null,'finish_reason':'stop'}],"
-		"'usage':{'prompt_tokens':19,'completion_tokens':10,'total_tokens':29,"
-		"'prompt_tokens_details':{'cached_tokens':4,'audio_tokens':0}},"
-		"'service_tier':'default'}");
+	json_t *resp =
+		J("{'id':'chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT','object':'chat.completion',"
+		  "'created':1741569952,'model':'gpt-4.1-2025-04-14','choices':[{'index':0,"
+		  "'message':{'role':'assistant','content':'Hello! How can I assist you today?',"
+		  "'refusal':null,'annotations':[]},'logprobs':null,'finish_reason':'stop'}],"
+		  "'usage':{'prompt_tokens':19,'completion_tokens':10,'total_tokens':29,"
+		  "'prompt_tokens_details':{'cached_tokens':4,'audio_tokens':0}},"
+		  "'service_tier':'default'}");
 	json_t *out = xlate_response(API_ANTHROPIC, resp, "claude-via-gpt", "req-1");
 	json_t *again = xlate_response(API_ANTHROPIC, resp, "claude-via-gpt", "req-1");
 	json_t *other = xlate_response(API_ANTHROPIC, resp, NULL, "req-2");
@@ -401,7 +435,8 @@ static void test_response_openai_to_anthropic(void **state)
 	/* deterministic from the seed, different for another */
 	assert_string_equal(id, json_string_value(json_object_get(again, "id")));
 	assert_string_not_equal(id, json_string_value(json_object_get(other, "id")));
-	assert_string_equal(json_string_value(json_object_get(other, "model")), "gpt-4.1-2025-04-14");
+	assert_string_equal(json_string_value(json_object_get(other, "model")),
+			    "gpt-4.1-2025-04-14");
 	json_object_del(out, "id");
 	expect_json(out, "{'type':'message','role':'assistant','model':'claude-via-gpt',"
 		"'content':[{'type':'text','text':'Hello! How can I assist you today?'}],"
@@ -453,8 +488,10 @@ static void test_response_openai_to_anthropic(void **state)
 		 "'finish_reason':'stop'}],'usage':{'prompt_tokens':3,'completion_tokens':1,"
 		 "'prompt_tokens_details':{'cached_tokens':9}}}");
 	out = xlate_response(API_ANTHROPIC, resp, "m", NULL);
-	expect_json(json_incref(json_object_get(out, "usage")), "{'input_tokens':0,"
-		    "'cache_creation_input_tokens':0,'cache_read_input_tokens':3,'output_tokens':1}");
+	expect_json(
+		json_incref(json_object_get(out, "usage")),
+		"{'input_tokens':0,"
+		"'cache_creation_input_tokens':0,'cache_read_input_tokens':3,'output_tokens':1}");
 	json_decref(out);
 	json_decref(resp);
 	/* a refusal is text, stopped for refusal */
@@ -510,15 +547,18 @@ static void test_response_anthropic_to_openai(void **state)
 	};
 	for (size_t i = 0; i < 4; i++) {
 		char body[256];
-		snprintf(body, sizeof(body), "{'type':'message','model':'c','content':[{'type':'text',"
-			 "'text':'a'},{'type':'text','text':'b'}],'stop_reason':'%s'}", stops[i][0]);
+		snprintf(body, sizeof(body),
+			 "{'type':'message','model':'c','content':[{'type':'text',"
+			 "'text':'a'},{'type':'text','text':'b'}],'stop_reason':'%s'}",
+			 stops[i][0]);
 		resp = J(body);
 		out = xlate_response(API_OPENAI, resp, NULL, "s");
 		const json_t *ch = json_array_get(json_object_get(out, "choices"), 0);
 		assert_string_equal(json_string_value(json_object_get(ch, "finish_reason")),
 				    stops[i][1]);
-		assert_string_equal(json_string_value(json_object_get(json_object_get(ch, "message"),
-								      "content")), "ab");
+		assert_string_equal(json_string_value(json_object_get(
+					    json_object_get(ch, "message"), "content")),
+				    "ab");
 		assert_string_equal(json_string_value(json_object_get(out, "model")), "c");
 		json_decref(out);
 		json_decref(resp);
@@ -543,18 +583,22 @@ static void expect_error(enum api_format to, int status, const char *body, const
 
 static void test_errors(void **state)
 {
-	expect_error(API_ANTHROPIC, 429, "{\"error\":{\"message\":\"Rate limit reached for gpt-4o "
-		     "in organization org-x on tokens per min (TPM)\",\"type\":\"tokens\","
-		     "\"param\":null,\"code\":\"rate_limit_exceeded\"}}",
-		     "{'type':'error','error':{'type':'rate_limit_error','message':'Rate limit reached "
-		     "for gpt-4o in organization org-x on tokens per min (TPM)'}}");
+	expect_error(
+		API_ANTHROPIC, 429,
+		"{\"error\":{\"message\":\"Rate limit reached for gpt-4o "
+		"in organization org-x on tokens per min (TPM)\",\"type\":\"tokens\","
+		"\"param\":null,\"code\":\"rate_limit_exceeded\"}}",
+		"{'type':'error','error':{'type':'rate_limit_error','message':'Rate limit reached "
+		"for gpt-4o in organization org-x on tokens per min (TPM)'}}");
 	expect_error(API_ANTHROPIC, 400, "{\"error\":{\"message\":\"Invalid value for 'messages'\","
 		     "\"type\":\"invalid_request_error\",\"param\":\"messages\",\"code\":null}}",
 		     "{'type':'error','error':{'type':'invalid_request_error','message':"
 		     "'Invalid value for \\u0027messages\\u0027'}}");
-	expect_error(API_ANTHROPIC, 401, "{\"error\":\"bad key\"}",
-		     "{'type':'error','error':{'type':'authentication_error','message':'bad key'}}");
-	expect_error(API_OPENAI, 529, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+	expect_error(
+		API_ANTHROPIC, 401, "{\"error\":\"bad key\"}",
+		"{'type':'error','error':{'type':'authentication_error','message':'bad key'}}");
+	expect_error(API_OPENAI, 529,
+		     "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
 		     "\"message\":\"Overloaded\"},\"request_id\":\"req_011CSHoEeqs5C35K2UUqR7Fy\"}",
 		     "{'error':{'message':'Overloaded','type':'server_error','param':null,"
 		     "'code':'overloaded_error'}}");
@@ -597,70 +641,103 @@ static const char oai_text_stream[] =
 #define OAI_ARGS(i, a) OAI_DELTA("{\"tool_calls\":[{\"index\":" #i ",\"function\":" \
 	"{\"arguments\":\"" a "\"}}]}")
 static const char oai_tool_stream[] =
-	OAI_DELTA("{\"role\":\"assistant\",\"content\":\"Let me look.\"}")
-	OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"call_DdmO9pD3xa9XTPNJ32zg2hcA\","
-		  "\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}")
-	OAI_ARGS(0, "{\\\"")
-	OAI_ARGS(0, "location")
-	OAI_ARGS(0, "\\\":\\\"")
-	OAI_ARGS(0, "Paris, France")
-	OAI_ARGS(0, "\\\"}")
-	OAI_DELTA("{\"tool_calls\":[{\"index\":1,\"id\":\"call_2\",\"type\":\"function\","
-		  "\"function\":{\"name\":\"now\",\"arguments\":\"{}\"}}]}")
-	OAI_FINISH("tool_calls")
-	OAI_USAGE(82, 17, 0)
-	"data: [DONE]\n\n";
+	OAI_DELTA("{\"role\":\"assistant\",\"content\":\"Let me look.\"}") OAI_DELTA(
+		"{\"tool_calls\":[{\"index\":0,\"id\":\"call_DdmO9pD3xa9XTPNJ32zg2hcA\","
+		"\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]"
+		"}") OAI_ARGS(0, "{\\\"") OAI_ARGS(0, "location") OAI_ARGS(0, "\\\":\\\"")
+		OAI_ARGS(0, "Paris, France") OAI_ARGS(0, "\\\"}") OAI_DELTA(
+			"{\"tool_calls\":[{\"index\":1,\"id\":\"call_2\",\"type\":\"function\","
+			"\"function\":{\"name\":\"now\",\"arguments\":\"{}\"}}]}")
+			OAI_FINISH("tool_calls") OAI_USAGE(82, 17, 0) "data: [DONE]\n\n";
 
 #define ANT(ev, d) "event: " ev "\ndata: " d "\n\n"
-static const char ant_text_stream[] =
-	ANT("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\","
-	    "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5-20250929\","
-	    "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,"
-	    "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}")
+static const char ant_text_stream[] = ANT(
+	"message_start",
+	"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_"
+	"1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\","
+	"\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5-"
+	"20250929\","
+	"\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,"
+	"\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}")
 	ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-	    "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
-	ANT("ping", "{\"type\": \"ping\"}")
-	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
-	    "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}")
-	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
-	    "\"delta\":{\"type\":\"text_delta\",\"text\":\"!\\n\\\"Hi\\\"\"}}")
-	ANT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}")
-	ANT("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\","
-	    "\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}")
-	ANT("message_stop", "{\"type\":\"message_stop\"}");
+				   "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
+		ANT("ping", "{\"type\": \"ping\"}") ANT(
+			"content_block_delta",
+			"{\"type\":\"content_block_delta\",\"index\":0,"
+			"\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}")
+			ANT("content_block_delta",
+			    "{\"type\":\"content_block_delta\",\"index\":0,"
+			    "\"delta\":{\"type\":\"text_delta\",\"text\":\"!\\n\\\"Hi\\\"\"}}")
+				ANT("content_block_stop", "{\"type\":\"content_block_stop\","
+							  "\"index\":0}") ANT(
+					"message_delta",
+					"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+					"\"end_turn\","
+					"\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}")
+					ANT("message_stop", "{\"type\":\"message_stop\"}");
 
-static const char ant_tool_stream[] =
-	ANT("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_014p7gG3wDgGV9EUtLvnow3U\","
-	    "\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"stop_sequence\":null,"
-	    "\"usage\":{\"input_tokens\":472,\"output_tokens\":2},\"content\":[],\"stop_reason\":null}}")
-	ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-	    "\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}")
+static const char ant_tool_stream[] = ANT(
+	"message_start",
+	"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_014p7gG3wDgGV9EUtLvnow3U\","
+	"\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"stop_"
+	"sequence\":null,"
+	"\"usage\":{\"input_tokens\":472,\"output_tokens\":2},\"content\":[],\"stop_reason\":null}"
+	"}") ANT("content_block_start",
+		 "{\"type\":\"content_block_start\",\"index\":0,"
+		 "\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}")
 	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
-	    "\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Weather tool.\"}}")
-	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
-	    "\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQB\"}}")
-	ANT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}")
-	ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":1,"
-	    "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
-	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":1,"
-	    "\"delta\":{\"type\":\"text_delta\",\"text\":\"Okay, let me check.\"}}")
-	ANT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":1}")
-	ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":2,"
-	    "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\","
-	    "\"name\":\"get_weather\",\"input\":{}}}")
-	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":2,"
-	    "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}")
-	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":2,"
-	    "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"location\\\":\"}}")
-	ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":2,"
-	    "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"San Francisco, CA\\\"}\"}}")
-	ANT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":2}")
-	ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":3,"
-	    "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"now\",\"input\":{}}}")
-	ANT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":3}")
-	ANT("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\","
-	    "\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}")
-	ANT("message_stop", "{\"type\":\"message_stop\"}");
+				   "\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Weather "
+				   "tool.\"}}") ANT("content_block_delta",
+						    "{\"type\":\"content_block_delta\",\"index\":0,"
+						    "\"delta\":{\"type\":\"signature_delta\","
+						    "\"signature\":\"EqQB\"}}")
+		ANT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}") ANT(
+			"content_block_start", "{\"type\":\"content_block_start\",\"index\":1,"
+					       "\"content_block\":{\"type\":\"text\",\"text\":\"\"}"
+					       "}") ANT("content_block_delta",
+							"{\"type\":\"content_block_delta\","
+							"\"index\":1,"
+							"\"delta\":{\"type\":\"text_delta\","
+							"\"text\":\"Okay, let me check.\"}}")
+			ANT(
+				"content_block_stop", "{\"type\":\"content_block_stop\",\"index\":"
+						      "1}") ANT("content_block_start",
+								"{\"type\":\"content_block_start\","
+								"\"index\":2,"
+								"\"content_block\":{\"type\":"
+								"\"tool_use\",\"id\":\"toolu_"
+								"01T1x1fJ34qAmk2tNTrN7Up6\","
+								"\"name\":\"get_weather\","
+								"\"input\":{}}}")
+				ANT("content_block_delta",
+				    "{\"type\":\"content_block_delta\",\"index\":2,"
+				    "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":"
+				    "\"\"}}") ANT("content_block_delta",
+						  "{\"type\":\"content_block_delta\",\"index\":2,"
+						  "\"delta\":{\"type\":\"input_json_delta\","
+						  "\"partial_json\":\"{\\\"location\\\":\"}}")
+					ANT(
+						"content_block_delta",
+						"{\"type\":\"content_block_delta\",\"index\":2,"
+						"\"delta\":{\"type\":\"input_json_delta\","
+						"\"partial_json\":\" \\\"San Francisco, "
+						"CA\\\"}\"}}") ANT("content_block_stop",
+								   "{\"type\":\"content_block_"
+								   "stop\",\"index\":2}")
+						ANT("content_block_start",
+						    "{\"type\":\"content_block_start\",\"index\":3,"
+						    "\"content_block\":{\"type\":\"tool_use\","
+						    "\"id\":\"toolu_2\",\"name\":\"now\",\"input\":"
+						    "{}}}") ANT("content_block_stop",
+								"{\"type\":\"content_block_stop\","
+								"\"index\":3}")
+							ANT("message_delta",
+							    "{\"type\":\"message_delta\",\"delta\":"
+							    "{\"stop_reason\":\"tool_use\","
+							    "\"stop_sequence\":null},\"usage\":{"
+							    "\"output_tokens\":89}}")
+								ANT("message_stop",
+								    "{\"type\":\"message_stop\"}");
 
 /* One parsed client event. */
 struct cev {
@@ -879,7 +956,8 @@ static void test_stream_openai_to_anthropic_tools(void **state)
 	assert_string_equal(jstr(c.ev[2].data, "delta.text"), "Let me look.");
 	assert_int_equal(jint(c.ev[4].data, "index", NULL), 1);
 	assert_string_equal(jstr(c.ev[4].data, "content_block.type"), "tool_use");
-	assert_string_equal(jstr(c.ev[4].data, "content_block.id"), "call_DdmO9pD3xa9XTPNJ32zg2hcA");
+	assert_string_equal(jstr(c.ev[4].data, "content_block.id"),
+			    "call_DdmO9pD3xa9XTPNJ32zg2hcA");
 	assert_string_equal(jstr(c.ev[4].data, "content_block.name"), "get_weather");
 	assert_int_equal(json_object_size(json_object_get(json_object_get(c.ev[4].data,
 						"content_block"), "input")), 0);
@@ -980,7 +1058,8 @@ static void test_stream_anthropic_to_openai_tools(void **state)
 	 * finish, usage, [DONE]; the thinking block is not relayed */
 	assert_int_equal(c.n, 9);
 	const json_t *d;
-#define DELTA(i) json_object_get(json_array_get(json_object_get(c.ev[i].data, "choices"), 0), "delta")
+#define DELTA(i)                                                                                   \
+	json_object_get(json_array_get(json_object_get(c.ev[i].data, "choices"), 0), "delta")
 #define CALL(i) json_array_get(json_object_get(DELTA(i), "tool_calls"), 0)
 	assert_string_equal(jstr(DELTA(1), "content"), "Okay, let me check.");
 	d = CALL(2);
@@ -1075,8 +1154,8 @@ static void test_stream_errors(void **state)
 	/* an OpenAI error chunk reaches the Anthropic client as event: error */
 	buf_reset(&out);
 	xlate_stream_init(&s, API_ANTHROPIC, NULL, "m", "r");
-	up = OAI_DELTA("{\"content\":\"Hi\"}")
-	     "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n";
+	up = OAI_DELTA("{\"content\":\"Hi\"}") "data: {\"error\":{\"message\":\"The server had an "
+					       "error\",\"type\":\"server_error\"}}\n\n";
 	assert_int_equal(feed_stream(&s, up, 0, SIZE_MAX, &out), XLATE_END);
 	assert_int_equal(xlate_stream_finish(&s, true, &out), 0);
 	parse_client(&out, &c);
@@ -1091,30 +1170,48 @@ static void test_stream_errors(void **state)
 	/* {client format, upstream bytes, client events written before the bad event} */
 	static const char *const bad[][3] = {
 		{"a", "data: {not json\n\n", "0"},
-		{"a", OAI_DELTA("{\"content\":\"x\"}") "data: [DONE]\n\n", "3"},  /* no finish_reason */
-		{"a", OAI_ARGS(1, "") OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"c\","
-		      "\"function\":{\"name\":\"f\"}}]}"), "0"},  /* first call has no name */
-		{"a", OAI_DELTA("{\"tool_calls\":[{\"index\":1,\"id\":\"c\",\"function\":{\"name\":\"f\"}}]}")
-		      OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"d\",\"function\":{\"name\":\"g\"}}]}"),
-		      "2"},  /* back to an earlier call */
-		{"a", OAI_CHUNK "{\"index\":1,\"delta\":{\"content\":\"x\"}}]}\n\n", "0"},  /* n > 1 */
-		{"o", ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-			  "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}"), "0"},  /* no start */
-		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
-		      ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
-			  "\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}"), "1"},  /* no block */
-		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
-		      ANT("message_stop", "{\"type\":\"message_stop\"}"), "1"},  /* no stop reason */
-		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
-		      ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-			  "\"content_block\":{\"type\":\"server_tool_use\",\"id\":\"s\",\"name\":\"w\"}}"),
-		      "1"},
-		{"o", ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
-		      ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-			  "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\"}}")
-		      ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
-			  "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":5}}"),
-		      "2"},  /* arguments that are not text */
+		{"a", OAI_DELTA("{\"content\":\"x\"}") "data: [DONE]\n\n",
+		 "3"}, /* no finish_reason */
+		{"a",
+		 OAI_ARGS(1, "") OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"c\","
+					   "\"function\":{\"name\":\"f\"}}]}"),
+		 "0"}, /* first call has no name */
+		{"a",
+		 OAI_DELTA("{\"tool_calls\":[{\"index\":1,\"id\":\"c\",\"function\":{\"name\":"
+			   "\"f\"}}]}") OAI_DELTA("{\"tool_calls\":[{\"index\":0,\"id\":\"d\","
+						  "\"function\":{\"name\":\"g\"}}]}"),
+		 "2"}, /* back to an earlier call */
+		{"a", OAI_CHUNK "{\"index\":1,\"delta\":{\"content\":\"x\"}}]}\n\n",
+		 "0"}, /* n > 1 */
+		{"o",
+		 ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+					    "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}"),
+		 "0"}, /* no start */
+		{"o",
+		 ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
+			 ANT("content_block_delta",
+			     "{\"type\":\"content_block_delta\",\"index\":0,"
+			     "\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}"),
+		 "1"}, /* no block */
+		{"o",
+		 ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
+			 ANT("message_stop", "{\"type\":\"message_stop\"}"),
+		 "1"}, /* no stop reason */
+		{"o",
+		 ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}")
+			 ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+						    "\"content_block\":{\"type\":\"server_tool_"
+						    "use\",\"id\":\"s\",\"name\":\"w\"}}"),
+		 "1"},
+		{"o",
+		 ANT("message_start", "{\"type\":\"message_start\",\"message\":{}}") ANT(
+			 "content_block_start",
+			 "{\"type\":\"content_block_start\",\"index\":0,"
+			 "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\"}}")
+			 ANT("content_block_delta",
+			     "{\"type\":\"content_block_delta\",\"index\":0,"
+			     "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":5}}"),
+		 "2"}, /* arguments that are not text */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		enum api_format to = bad[i][0][0] == 'a' ? API_ANTHROPIC : API_OPENAI;
@@ -1153,19 +1250,25 @@ static void test_stream_bounded(void **state)
 
 	xlate_stream_init(&s, API_OPENAI, NULL, NULL, "r");
 	sse_parser_init(&p, 0);
-	buf_puts(&up, ANT("message_start", "{\"type\":\"message_start\",\"message\":{\"model\":\"c\"}}")
-		 ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
-		     "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"write\","
-		     "\"input\":{}}}"));
+	buf_puts(&up,
+		 ANT("message_start", "{\"type\":\"message_start\",\"message\":{\"model\":\"c\"}}")
+			 ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+						    "\"content_block\":{\"type\":\"tool_use\","
+						    "\"id\":\"t\",\"name\":\"write\","
+						    "\"input\":{}}}"));
 	for (int i = 0; i < 20000; i++) {
 		if (i == 1)
-			buf_puts(&up, ANT("content_block_delta", "{\"type\":\"content_block_delta\","
-				 "\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":"
-				 "\"{\\\"text\\\":\\\"\"}}"));
+			buf_puts(&up,
+				 ANT("content_block_delta", "{\"type\":\"content_block_delta\","
+							    "\"index\":0,\"delta\":{\"type\":"
+							    "\"input_json_delta\",\"partial_json\":"
+							    "\"{\\\"text\\\":\\\"\"}}"));
 		else if (i > 1)
-			buf_puts(&up, ANT("content_block_delta", "{\"type\":\"content_block_delta\","
-				 "\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":"
-				 "\"abcdefghijklmnopqrstuvwxyz0123456789\"}}"));
+			buf_puts(&up, ANT("content_block_delta",
+					  "{\"type\":\"content_block_delta\","
+					  "\"index\":0,\"delta\":{\"type\":\"input_json_delta\","
+					  "\"partial_json\":"
+					  "\"abcdefghijklmnopqrstuvwxyz0123456789\"}}"));
 		assert_int_equal(sse_feed(&p, up.data, up.len, on_upstream, &r, NULL), 0);
 		assert_true(r.last >= 0);
 		buf_reset(&up);
@@ -1182,6 +1285,23 @@ static void test_stream_bounded(void **state)
 		}
 	}
 	assert_true(total > 20000 * 36);
+
+	/* reset keeps the buffers and translates the next stream as a fresh one would */
+	struct buf fresh = BUF_INIT, reused = BUF_INIT;
+	struct xlate_stream f;
+	const char *pre_data = s.pre.data;
+	xlate_stream_reset(&s, API_OPENAI, NULL, "gpt-compat", "req-9");
+	s.created = 1;
+	xlate_stream_init(&f, API_OPENAI, NULL, "gpt-compat", "req-9");
+	f.created = 1;
+	assert_int_equal(feed_stream(&s, ant_tool_stream, 0, SIZE_MAX, &reused), XLATE_END);
+	assert_int_equal(feed_stream(&f, ant_tool_stream, 0, SIZE_MAX, &fresh), XLATE_END);
+	assert_int_equal(reused.len, fresh.len);
+	assert_memory_equal(reused.data, fresh.data, fresh.len);
+	assert_ptr_equal(s.pre.data, pre_data);
+	xlate_stream_release(&f);
+	buf_release(&fresh);
+	buf_release(&reused);
 	sse_parser_release(&p);
 	xlate_stream_release(&s);
 	buf_release(&out);
