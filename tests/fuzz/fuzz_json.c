@@ -8,7 +8,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct api_route route = {API_EP_CHAT, API_OPENAI, true, true};
+	struct api_route route = {.ep = API_EP_CHAT, .format = API_OPENAI, .json_body = true,
+				  .needs_model = true};
 	struct api_body facts;
 	const char *param;
 	char err[256];
