@@ -18,6 +18,7 @@
 #include "http/sse.h"
 #include "limit/limit.h"
 #include "route/route.h"
+#include "xlate/xlate.h"
 #include "serve/gateway.h"
 
 #define MAX_RESP_FIELDS 96
@@ -66,6 +67,11 @@ struct gw_req {
 	struct gw_timer *timer;                /* backoff; kept with a recycled context */
 	struct route_plan plan;
 	const char *extra_name, *extra_value;  /* one more header on an error answer */
+	bool xlate;                            /* the upstream speaks the other format */
+	struct xlate_req xinfo;
+	struct xlate_stream xs;
+	bool xs_live;                          /* xs holds a stream's state */
+	struct buf xbuf;                       /* translated bytes on their way to the client */
 	struct cache_key cache_key;
 	struct cache_get cache_get;
 	uint64_t cache_ttl_ms;                 /* > 0: the answer may be cached (a MISS) */
@@ -403,6 +409,11 @@ static void req_finish(struct gw_req *g)
 	if (g->cache_get.pending)
 		cache_get_cancel(&g->cache_get);
 	buf_release(&g->cache_body);
+	if (g->xs_live) {
+		xlate_stream_release(&g->xs);
+		g->xs_live = false;
+	}
+	buf_release(&g->xbuf);
 	if (g->dep && g->holds_slot)
 		route_release(g->dep);
 	if (g->ticket.pending) {
@@ -549,7 +560,11 @@ static void build_upstream_headers(struct gw_req *g)
 	buf_reset(&g->hdr_text);
 	for (size_t i = 0; i < h->nheaders; i++) {
 		const struct http_header *f = &h->headers[i];
-		if (is_hop_or_private(f->name, tokens, ntokens, inject))
+		if (is_hop_or_private(f->name, tokens, ntokens, inject || g->xlate))
+			continue;
+		/* a translated request's format headers are ours to set */
+		if (g->xlate && (iov_starts_ci(f->name, "anthropic-") ||
+				 iov_starts_ci(f->name, "openai-")))
 			continue;
 		if (g->step_headers && step_header(g->step_headers, f->name))
 			continue; /* the step's own value replaces it */
@@ -571,12 +586,28 @@ static void build_upstream_headers(struct gw_req *g)
 		}
 	}
 	hdr_add(g, "x-request-id", 12, "", g->request_id, strlen(g->request_id));
-	if (inject && p->key) {
-		if (g->route.format == API_ANTHROPIC)
-			hdr_add(g, "x-api-key", 9, "", p->key, strlen(p->key));
-		else
-			hdr_add(g, "Authorization", 13, "Bearer ", p->key, strlen(p->key));
+	enum api_format up = g->xlate ? (g->route.format == API_OPENAI ? API_ANTHROPIC : API_OPENAI)
+				      : g->route.format;
+	struct iov client = IOV_NULL;
+	if (g->xlate && !inject) {
+		/* the client's key, in the header the upstream's format uses */
+		const struct iov *v = http_req_header(h, "authorization");
+		if (v && v->len > 7 && !strncasecmp(v->base, "bearer ", 7))
+			client = (struct iov){v->base + 7, v->len - 7};
+		else if ((v = http_req_header(h, "x-api-key")))
+			client = *v;
 	}
+	const char *key = inject ? p->key : client.base;
+	size_t klen = inject ? (p->key ? strlen(p->key) : 0) : client.len;
+	if (key && (inject || g->xlate)) {
+		if (up == API_ANTHROPIC)
+			hdr_add(g, "x-api-key", 9, "", key, klen);
+		else
+			hdr_add(g, "Authorization", 13, "Bearer ", key, klen);
+	}
+	if (g->xlate && up == API_ANTHROPIC)
+		hdr_add(g, "anthropic-version", 17, "", XLATE_ANTHROPIC_VERSION,
+			strlen(XLATE_ANTHROPIC_VERSION));
 	/* curl would add "Expect: 100-continue" (a round trip) and "Accept: *" "/" "*" itself */
 	hdr_add(g, "Expect", 6, "", "", 0);
 	if (!has_accept)
@@ -707,6 +738,36 @@ static size_t cache_headers_of(const struct buf *hb, struct cache_header *out, s
 	return n;
 }
 
+/* A whole answer in the client's format: a translated success, or the upstream's error in the
+ * client's error shape. Returns 0, or -1 once a 502 was sent. */
+static int translate_body(struct gw_req *g)
+{
+	struct buf out = BUF_INIT;
+
+	if (g->up.status >= 200 && g->up.status < 300) {
+		json_t *resp = json_loadb(g->resp_body.data, g->resp_body.len, 0, NULL);
+		json_t *t = resp ? xlate_response(g->route.format, resp, g->facts.model,
+						  g->request_id)
+				 : NULL;
+		char *s = t ? json_dumps(t, JSON_COMPACT) : NULL;
+		json_decref(resp);
+		json_decref(t);
+		if (!s) {
+			send_error(g, 502, "upstream_invalid_response", NULL,
+				   "the upstream's answer could not be translated");
+			return -1;
+		}
+		buf_puts(&out, s);
+		free(s);
+	} else {
+		xlate_error(g->route.format, g->up.status, g->resp_body.data, g->resp_body.len, &out);
+	}
+	buf_reset(&g->resp_body);
+	buf_append(&g->resp_body, out.data, out.len);
+	buf_release(&out);
+	return 0;
+}
+
 /* Stores a complete, successful answer, unless the upstream said not to. */
 static void cache_store(struct gw_req *g, bool stream, const char *body, size_t len)
 {
@@ -826,6 +887,15 @@ static int on_up_headers(struct upstream_req *r, int status, const struct buf *h
 	}
 	if (ctype.len >= 17 && strncasecmp(ctype.base, "text/event-stream", 17) == 0) {
 		g->mode = RELAY_SSE;
+		if (g->xlate && status >= 200 && status < 300) {
+			if (g->xs_live)
+				xlate_stream_reset(&g->xs, g->route.format, &g->xinfo, g->facts.model,
+						   g->request_id);
+			else
+				xlate_stream_init(&g->xs, g->route.format, &g->xinfo, g->facts.model,
+						  g->request_id);
+			g->xs_live = true;
+		}
 		buf_reset(&g->cache_body);
 		g->cache_collect = g->cache_ttl_ms && status >= 200 && status < 300;
 	} else if ((ctype.len >= 16 && strncasecmp(ctype.base, "application/json", 16) == 0) ||
@@ -853,6 +923,8 @@ static int on_sse_event(const struct sse_event *ev, void *ud)
 	struct gw_req *g = ud;
 	if (g->ticket.admitted)
 		usage_from_event(ev, &g->usage);
+	if (g->xs_live)
+		xlate_stream_feed(&g->xs, ev, &g->xbuf);
 	if (ev->event.len) {
 		if (iov_eq(ev->event, "message_stop") || iov_eq(ev->event, "response.completed") ||
 		    iov_eq(ev->event, "response.failed") || iov_eq(ev->event, "response.incomplete") ||
@@ -913,6 +985,10 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 			g->sse_broken = true;
 			return UPSTREAM_DATA_ABORT;
 		}
+		if (g->xs_live) {
+			/* the client gets the translation of the events just parsed */
+			done = (struct iov){g->xbuf.data, g->xbuf.len};
+		}
 		if (done.len) {
 			if (g->cache_collect) {
 				if (g->cache_body.len + done.len <= cache_entry_max(g->gw->cache))
@@ -921,6 +997,7 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 					g->cache_collect = false; /* too big to keep */
 			}
 			queued = http_resp_write(g->hreq, done.base, done.len);
+			buf_reset(&g->xbuf);
 			if (queued < 0)
 				return UPSTREAM_DATA_ABORT;
 		}
@@ -1145,6 +1222,8 @@ static void on_up_done(struct upstream_req *r, int result)
 		}
 		if (g->ticket.admitted && g->up.status < 300)
 			usage_from_json(g->resp_body.data, g->resp_body.len, &g->usage);
+		if (g->xlate && translate_body(g) < 0)
+			return;
 		if (g->cache_ttl_ms && g->up.status >= 200 && g->up.status < 300)
 			cache_store(g, false, g->resp_body.data, g->resp_body.len);
 		begin_client_response(g, (int64_t)g->resp_body.len);
@@ -1199,10 +1278,23 @@ static void on_up_done(struct upstream_req *r, int result)
 		if (complete && result != UPSTREAM_OK)
 			log_warn("request %s: upstream '%s' failed after its stream ended (%s)",
 				 g->request_id, g->dep->url, upstream_strerror(result));
+		if (g->xs_live) {
+			/* the translator writes the closing events the client's format owes, and
+			 * nothing that claims completion if the upstream did not get that far */
+			buf_reset(&g->xbuf);
+			int xr = xlate_stream_finish(&g->xs, result == UPSTREAM_OK || g->saw_terminal,
+						     &g->xbuf);
+			if (g->xbuf.len)
+				http_resp_write(g->hreq, g->xbuf.data, g->xbuf.len);
+			if (g->cache_collect)
+				buf_append(&g->cache_body, g->xbuf.data, g->xbuf.len);
+			buf_reset(&g->xbuf);
+			complete = xr == 0;
+		}
 		if (complete) {
 			/* an OpenAI stream that finished but lost its [DONE] is finalised for the
 			 * client, which waits for it */
-			if (!g->saw_terminal && g->route.format == API_OPENAI &&
+			if (!g->xs_live && !g->saw_terminal && g->route.format == API_OPENAI &&
 			    g->route.ep != API_EP_RESPONSES)
 				http_resp_write(g->hreq, "data: [DONE]\n\n", 14);
 			/* only a stream that ended as the upstream meant it is worth replaying */
@@ -1445,20 +1537,40 @@ static int resolve_unified_model(struct gw_req *g)
 	return 0;
 }
 
-/* Until translation arrives, a provider is reached only in a format it speaks. */
+/* A provider is reached in the client's format when it speaks it; otherwise chat completions
+ * and messages are translated (docs/translation.md), and anything else is refused. */
 static int check_provider_api(struct gw_req *g)
 {
 	bool anthropic = g->route.ep == API_EP_MESSAGES || g->route.ep == API_EP_COUNT_TOKENS;
 	bool openai = g->route.json_body && !anthropic;
+	struct xlate_refusal why;
 	char msg[200];
 
-	if ((anthropic && !(g->provider->api & CONF_API_ANTHROPIC)) ||
-	    (openai && !(g->provider->api & CONF_API_OPENAI))) {
+	if (!((anthropic && !(g->provider->api & CONF_API_ANTHROPIC)) ||
+	      (openai && !(g->provider->api & CONF_API_OPENAI))))
+		return 0;
+	if ((g->route.ep != API_EP_MESSAGES && g->route.ep != API_EP_CHAT) ||
+	    !(g->provider->api & (anthropic ? CONF_API_OPENAI : CONF_API_ANTHROPIC))) {
 		snprintf(msg, sizeof(msg), "provider '%s' does not speak the %s API", g->provider->name,
 			 anthropic ? "Anthropic Messages" : "OpenAI");
 		send_error(g, 400, "unsupported_api", NULL, msg);
 		return -1;
 	}
+	json_t *up = xlate_request(g->route.format, g->body, &g->xinfo, &why);
+	if (!up) {
+		send_error(g, 400, "invalid_request", why.param[0] ? why.param : NULL, why.message);
+		return -1;
+	}
+	free(g->out_body);
+	g->out_body = json_dumps(up, JSON_COMPACT);
+	json_decref(up);
+	if (!g->out_body) {
+		send_error(g, 500, "internal_error", NULL, "could not serialise the request");
+		return -1;
+	}
+	g->out_body_len = strlen(g->out_body);
+	g->route.upstream_path = iov_of(xlate_upstream_path(g->route.format));
+	g->xlate = true;
 	return 0;
 }
 

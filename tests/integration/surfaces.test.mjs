@@ -153,13 +153,24 @@ routing: {timeouts: {connect: 1s, first_byte: 5s, idle: 5s, total: 20s}}
 		assert.equal(none.status, 401, none.text);
 	});
 
-	test('a provider that does not speak the client format: a clear 400 (until translation)', async () => {
+	test('a provider that does not speak the client format is reached through translation', async () => {
 		await oai.reset();
-		const r = await postJson(`${base}/v1/acme/prod/openai/v1/messages`, { ...msg, model: 'gpt-4o' },
-			{ 'x-api-key': KEY, 'anthropic-version': '2023-06-01' });
-		assert.equal(r.status, 400, r.text);
-		assert.equal(r.json.type, 'error');
-		assert.match(r.json.error.message, /does not speak the Anthropic Messages API/);
-		assert.equal((await oai.stats()).requests, 0);
+		const client = new Anthropic({ baseURL: `${base}/v1/acme/prod/openai`, apiKey: KEY, maxRetries: 0 });
+		const r = await client.messages.create({ ...msg, model: 'gpt-4o' });
+		assert.equal(r.type, 'message');
+		assert.equal(r.role, 'assistant');
+		assert.ok(r.content[0].text.length > 0);
+		assert.ok(r.usage.output_tokens > 0);
+		const st = await oai.stats();
+		assert.equal(st.last_request.path, '/v1/chat/completions');
+		assert.equal(st.last_request.headers.authorization, `Bearer ${PROVIDER_KEY}`);
+		// a field with no counterpart is refused, naming it, before anything goes upstream
+		const n0 = (await oai.stats()).requests;
+		await assert.rejects(client.messages.create({ ...msg, model: 'gpt-4o', top_k: 5 }), (e) => {
+			assert.ok(e instanceof Anthropic.BadRequestError, String(e));
+			assert.match(e.message, /top_k/);
+			return true;
+		});
+		assert.equal((await oai.stats()).requests, n0);
 	});
 });
