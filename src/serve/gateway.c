@@ -1621,7 +1621,8 @@ static void answer_models(struct gw_req *g)
 			names[n++] = ids[j];
 		}
 	}
-	qsort(names, n, sizeof(*names), cmp_name);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_name);
 	size_t u = 0;
 	for (size_t i = 0; i < n; i++)
 		if (!u || strcmp(names[u - 1], names[i]))

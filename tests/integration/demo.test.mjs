@@ -65,6 +65,7 @@ test('the demo starts, and what it prints works as printed', async (t) => {
 	// the pinned listener lists eu-west-1's models, discovered from its mock ("*")
 	const models = await waitFor(async () => {
 		const r = await sh(curls[4]);
+		assert.equal(r.code, 0, `${curls[4]}: exit ${r.code}, stderr ${r.stderr}; the demo printed:\n${err.slice(-3000)}`);
 		const ids = JSON.parse(r.stdout).data.map((m) => m.id);
 		return ids.includes('grok-code-fast-1') && ids;
 	}, { what: 'eu-west-1 models discovered', timeoutMs: 5000 * SLOW });

@@ -4,7 +4,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { startStack, postJson } from './lib/harness.mjs';
+import { startStack, postJson, waitFor } from './lib/harness.mjs';
 
 const chat = { model: 'grok-4', messages: [{ role: 'user', content: 'hi' }] };
 const msg = { model: 'grok-4', max_tokens: 32, messages: [{ role: 'user', content: 'hi' }] };
@@ -161,6 +161,10 @@ describe('errors from the upstream', () => {
 	test('upstream down: 502, then 503 once its circuit is open, in the SDK shape', async (t) => {
 		const s = await startStack();
 		t.after(() => s.stop());
+		// The startup probe round must land before the kill: a probe that fails counts toward the
+		// circuit too, and would open it after the second attempt.
+		await waitFor(async () => ((await s.mock.stats()).by_path?.['/v1/models'] ?? 0) >= 1,
+			{ what: 'the startup probe' });
 		await s.mock.kill();
 		// three connect failures (max_attempts 3) open the deployment's circuit
 		await assert.rejects(openai(s).chat.completions.create(chat), (e) => {

@@ -372,3 +372,30 @@ describe('proximity: a GeoIP2 City database', () => {
 		await assertServedBy(gw, mocks, 'us-west-1', { headers: { [LOC_HEADER]: loc(PLACE.california) } });
 	});
 });
+
+describe('a pinned region whose "*" deployment was never reached', () => {
+	let gw, euPort;
+	before(async () => {
+		const dead = await freePort(); // nothing listens there: the discovery never succeeds
+		euPort = await freePort();
+		gw = await startGateway({
+			yaml: (port) => routingYaml({
+				port, pinned: { 'eu-west-1': euPort },
+				deployments: [{ region: 'eu-west-1', url: `http://127.0.0.1:${dead}`, models: ['*'] }],
+			}),
+		});
+	});
+	after(() => gw?.stop());
+
+	test('GET /v1/models: an empty list in either shape, /v1/models/{id}: 404 naming the region', async () => {
+		const r = await request({ port: euPort, method: 'GET', path: '/v1/models' });
+		assert.equal(r.status, 200, r.text);
+		assert.deepEqual(r.json, { object: 'list', data: [] });
+		const a = await request({ port: euPort, method: 'GET', path: '/v1/models', headers: { 'anthropic-version': '2023-06-01' } });
+		assert.equal(a.status, 200, a.text);
+		assert.deepEqual(a.json.data, []);
+		assert.equal(a.json.has_more, false);
+		const one = await request({ port: euPort, method: 'GET', path: '/v1/models/grok-4' });
+		assertOpenAiError(one, 404, 'model_not_found', /eu-west-1/);
+	});
+});
