@@ -331,14 +331,19 @@ static const char *skip_ws(const char *p, const char *end)
 	return p;
 }
 
-/* Past the string that starts at p (its opening quote), or NULL if it does not end. */
+/* Past the string that starts at p (its opening quote), or NULL if it does not end. memchr
+ * finds each candidate quote (strings are most of a response's bytes); a quote preceded by an
+ * odd run of backslashes is escaped. */
 static const char *skip_string(const char *p, const char *end)
 {
-	for (p++; p < end; p++) {
-		if (*p == '\\')
-			p++;
-		else if (*p == '"')
-			return p + 1;
+	const char *s = p + 1, *q;
+
+	for (p = s; p < end && (q = memchr(p, '"', (size_t)(end - p))); p = q + 1) {
+		const char *b = q;
+		while (b > s && b[-1] == '\\')
+			b--;
+		if (((q - b) & 1) == 0)
+			return q + 1;
 	}
 	return NULL;
 }
@@ -411,6 +416,93 @@ static bool top_member(const char *p, const char *end, const char *name, const c
 	return false;
 }
 
+/* The counts a usage object may hold, in either shape (see read_usage). */
+enum usage_count { U_PROMPT, U_COMPLETION, U_INPUT, U_OUTPUT, U_CACHE_WRITE, U_CACHE_READ, U_N };
+
+static const struct {
+	const char *name;
+	size_t len;
+} usage_names[U_N] = {
+#define N(s) {s, sizeof(s) - 1}
+	[U_PROMPT] = N("prompt_tokens"),
+	[U_COMPLETION] = N("completion_tokens"),
+	[U_INPUT] = N("input_tokens"),
+	[U_OUTPUT] = N("output_tokens"),
+	[U_CACHE_WRITE] = N("cache_creation_input_tokens"),
+	[U_CACHE_READ] = N("cache_read_input_tokens"),
+#undef N
+};
+
+/* A count written as a JSON integer: digits only (a fraction, an exponent or a sign is not a
+ * count) and at most INT64_MAX, as a tree would have read it. */
+static bool parse_count(const char *p, const char *end, uint64_t *out)
+{
+	uint64_t n = 0;
+
+	if (p == end)
+		return false;
+	for (; p < end; p++) {
+		uint64_t d = (uint64_t)(*p - '0');
+		if (*p < '0' || *p > '9' || n > ((uint64_t)INT64_MAX - d) / 10)
+			return false;
+		n = n * 10 + d;
+	}
+	*out = n;
+	return true;
+}
+
+/* read_usage over the text of a usage object, in one walk of its members and without building
+ * a tree, since this runs once per buffered answer. The first of duplicate members counts, as
+ * with top_member; a member that is not a count is absent. */
+static bool scan_usage(const char *p, const char *end, uint64_t *input, uint64_t *output)
+{
+	uint64_t v[U_N] = {0};
+	bool seen[U_N] = {0}, has[U_N] = {0};
+
+	p = skip_ws(p, end);
+	if (p >= end || *p != '{')
+		return false;
+	p = skip_ws(p + 1, end);
+	while (p < end && *p == '"') {
+		const char *ks = p + 1, *ke = skip_string(p, end);
+		if (!ke)
+			break;
+		p = skip_ws(ke, end);
+		if (p >= end || *p != ':')
+			break;
+		p = skip_ws(p + 1, end);
+		const char *vs = p;
+		if (!(p = skip_value(p, end)))
+			break;
+		size_t klen = (size_t)(ke - 1 - ks);
+		for (int i = 0; i < U_N; i++)
+			if (!seen[i] && klen == usage_names[i].len && !memcmp(ks, usage_names[i].name, klen)) {
+				seen[i] = true;
+				has[i] = parse_count(vs, p, &v[i]);
+				break;
+			}
+		p = skip_ws(p, end);
+		if (p >= end || *p != ',')
+			break;
+		p = skip_ws(p + 1, end);
+	}
+
+	uint64_t in = v[U_PROMPT], out = v[U_COMPLETION];
+	bool has_in = has[U_PROMPT], has_out = has[U_COMPLETION];
+	if (!has_in && !has_out) {
+		in = v[U_INPUT];
+		out = v[U_OUTPUT];
+		has_in = has[U_INPUT] || has[U_CACHE_WRITE] || has[U_CACHE_READ];
+		has_out = has[U_OUTPUT];
+		in = add_sat(add_sat(in, v[U_CACHE_WRITE]), v[U_CACHE_READ]);
+	}
+	if (!has_in && !has_out)
+		return false;
+	*input = in;
+	*output = out;
+	return true;
+}
+
 void usage_from_json(const char *body, size_t len, struct usage *u)
 {
 	const char *vs, *ve;
@@ -418,13 +510,11 @@ void usage_from_json(const char *body, size_t len, struct usage *u)
 
 	if (!top_member(body, body + len, "usage", &vs, &ve) || *vs != '{')
 		return;
-	json_t *usage = json_loadb(vs, (size_t)(ve - vs), 0, NULL);
-	if (usage && read_usage(usage, &in, &out)) {
+	if (scan_usage(vs, ve, &in, &out)) {
 		u->input = in;
 		u->output = out;
 		u->reported = true;
 	}
-	json_decref(usage);
 }
 
 /* Finds the next `"key":` in [*from, end) (the key given with its quotes; whitespace allowed

@@ -643,6 +643,23 @@ static void test_bodies(void **state)
 	check_body("{\"usage\":null}", false, 0, 0);
 	check_body("[{\"usage\":{\"prompt_tokens\":5}}]", false, 0, 0);
 	check_body("", false, 0, 0);
+	/* the walk: escaped quotes and backslash runs inside strings, a "usage" that is only text
+	 * or nested, duplicate members (the first counts), what is not a count */
+	check_body("{\"c\":\"say \\\"usage\\\": {\\\"prompt_tokens\\\":9}\\\\\","
+		   "\"d\":\"\\\\\\\\\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}",
+		   true, 3, 4);
+	check_body("{\"choices\":[{\"usage\":{\"prompt_tokens\":9}}]}", false, 0, 0);
+	check_body("{\"usage\":{\"prompt_tokens\":2,\"prompt_tokens\":9,\"completion_tokens\":1}}",
+		   true, 2, 1);
+	check_body("{\"usage\":{\"prompt_tokens\":2.0,\"completion_tokens\":1e3}}", false, 0, 0);
+	check_body("{\"usage\":{\"prompt_tokens\":9223372036854775807,\"completion_tokens\":"
+		   "9223372036854775808}}", true, 9223372036854775807ull, 0);
+	check_body("{\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":20,"
+		   "\"cache_read_input_tokens\":30,\"output_tokens\":5}}", true, 60, 5);
+	check_body("{\"usage\":{\"cache_read_input_tokens\":30}}", true, 30, 0);
+	check_body("{\"usage\":{\"prompt_tokens\":7,\"input_tokens\":100}}", true, 7, 0);
+	/* a member cut short ends the walk; what was read before it stands */
+	check_body("{\"usage\":{\"prompt_tokens\":7 \"completion_tokens\":1}}", true, 7, 0);
 	/* a usage from a body overrides nothing else the caller set */
 	struct usage u = {.content_events = 9};
 	static const char b2[] = "{\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}";
