@@ -210,18 +210,25 @@ static void add_field(struct gw_req *g, const char *name, size_t nlen, const cha
 /* Our own response headers: request id, where and how often it ran, and our time. The strings
  * live in g until the response ends. */
 /* Microseconds as "N.NNN" milliseconds, without printf's floating point. */
+/* n in decimal at out, unterminated; returns its length (at most 20). snprintf costs more
+ * than the rest of a header, and every answer of a limited account carries six. */
+static size_t fmt_u64(char *out, uint64_t n)
+{
+	char tmp[20];
+	size_t k = 0, len = 0;
+	do {
+		tmp[k++] = (char)('0' + n % 10);
+		n /= 10;
+	} while (n);
+	while (k)
+		out[len++] = tmp[--k];
+	return len;
+}
+
 static size_t fmt_ms(char *out, uint64_t ns)
 {
-	uint64_t us = ns / 1000;
-	char tmp[24];
-	size_t n = 0, len = 0;
-	uint64_t whole = us / 1000, frac = us % 1000;
-	do {
-		tmp[n++] = (char)('0' + whole % 10);
-		whole /= 10;
-	} while (whole);
-	while (n)
-		out[len++] = tmp[--n];
+	uint64_t us = ns / 1000, frac = us % 1000;
+	size_t len = fmt_u64(out, us / 1000);
 	out[len++] = '.';
 	out[len++] = (char)('0' + frac / 100);
 	out[len++] = (char)('0' + frac / 10 % 10);
@@ -243,30 +250,33 @@ static char *timing_value(struct gw_req *g, char *tmp, size_t len)
 	return tmp;
 }
 
-/* A duration as the providers' reset headers write it: "250ms", "1s", "59.5s", "1m0s". */
-static void fmt_reset(char *out, size_t n, uint64_t ms)
+/* A duration as the providers' reset headers write it: "250ms", "1s", "59.5s", "1m0s". out
+ * holds at least 26 bytes; returns the length. */
+static size_t fmt_reset(char *out, uint64_t ms)
 {
+	size_t n;
+
 	if (ms < 1000) {
-		snprintf(out, n, "%llums", (unsigned long long)ms);
-		return;
+		n = fmt_u64(out, ms);
+		memcpy(out + n, "ms", 2);
+		return n + 2;
 	}
-	uint64_t m = ms / 60000, rest = ms % 60000;
-	char sec[24];
-	if (rest % 1000)
-		snprintf(sec, sizeof(sec), "%llu.%03llu", (unsigned long long)(rest / 1000),
-			 (unsigned long long)(rest % 1000));
-	else
-		snprintf(sec, sizeof(sec), "%llu", (unsigned long long)(rest / 1000));
-	/* trailing zeros of the fraction go, as Go's durations print */
-	size_t l = strlen(sec);
-	if (strchr(sec, '.')) {
-		while (sec[l - 1] == '0')
-			sec[--l] = '\0';
-	}
+	uint64_t m = ms / 60000, rest = ms % 60000, frac = rest % 1000;
+	n = m ? fmt_u64(out, m) : 0;
 	if (m)
-		snprintf(out, n, "%llum%ss", (unsigned long long)m, sec);
-	else
-		snprintf(out, n, "%ss", sec);
+		out[n++] = 'm';
+	n += fmt_u64(out + n, rest / 1000);
+	if (frac) {
+		/* trailing zeros of the fraction go, as Go's durations print */
+		out[n++] = '.';
+		out[n++] = (char)('0' + frac / 100);
+		if (frac % 100)
+			out[n++] = (char)('0' + frac / 10 % 10);
+		if (frac % 10)
+			out[n++] = (char)('0' + frac % 10);
+	}
+	out[n++] = 's';
+	return n;
 }
 
 /* An instant ms from now in RFC 3339, as Anthropic's reset headers give it. */
@@ -302,17 +312,14 @@ static void add_limit_fields(struct gw_req *g)
 		if (!limit[k])
 			continue;
 		char *t = g->rl_text[3 * k];
-		snprintf(t, 40, "%llu", (unsigned long long)limit[k]);
-		add_field(g, names[3 * k], strlen(names[3 * k]), t, strlen(t));
+		add_field(g, names[3 * k], strlen(names[3 * k]), t, fmt_u64(t, limit[k]));
 		t = g->rl_text[3 * k + 1];
-		snprintf(t, 40, "%llu", (unsigned long long)remaining[k]);
-		add_field(g, names[3 * k + 1], strlen(names[3 * k + 1]), t, strlen(t));
+		add_field(g, names[3 * k + 1], strlen(names[3 * k + 1]), t, fmt_u64(t, remaining[k]));
 		t = g->rl_text[3 * k + 2];
 		if (anthropic)
 			fmt_instant(t, 40, reset[k]);
-		else
-			fmt_reset(t, 40, reset[k]);
-		add_field(g, names[3 * k + 2], strlen(names[3 * k + 2]), t, strlen(t));
+		add_field(g, names[3 * k + 2], strlen(names[3 * k + 2]), t,
+			  anthropic ? strlen(t) : fmt_reset(t, reset[k]));
 	}
 }
 
