@@ -740,10 +740,21 @@ static void giveback_add(struct limit_redis *r, struct limit_acct *acct, uint64_
 
 static void flush(struct limit_redis *r);
 
+/* True while a batch is on the wire: admissions queued meanwhile wait for its answer and go
+ * together (batch_answered flushes), so that under load each call carries what arrived during
+ * the previous round trip instead of one loop turn's worth. An idle limiter sends at once. */
+static bool batch_in_flight(const struct limit_redis *r)
+{
+	for (const struct rcall *k = r->head; k; k = k->next)
+		if (k->kind == CALL_BATCH)
+			return true;
+	return false;
+}
+
 static void on_turn_end(struct limit_redis *r)
 {
 	/* finishes alone wait for an admission to ride with, up to FINISH_HOLD_MS */
-	if (r->nqueued_admit || r->nqueued >= BATCH_MAX) {
+	if (r->nqueued >= BATCH_MAX || (r->nqueued_admit && !batch_in_flight(r))) {
 		flush(r);
 		return;
 	}
@@ -1221,6 +1232,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		break;
 	}
 	call_put(r, k);
+	/* what queued up behind the batch goes now (see batch_in_flight) */
+	if (r->up && !r->closing && r->nqueued_admit && !batch_in_flight(r))
+		flush(r);
 }
 
 /* --- connection -------------------------------------------------------------------------- */

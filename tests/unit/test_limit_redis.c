@@ -793,6 +793,63 @@ static void test_large_turn_splits_in_order(void **state)
 	free(as);
 }
 
+/* Waits until process pid is stopped (SIGSTOP is delivered asynchronously). */
+static void wait_stopped(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (int i = 0; i < 1000; i++) {
+		FILE *f = fopen(path, "r");
+		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		if (f)
+			fclose(f);
+		buf[n] = '\0';
+		const char *st = strrchr(buf, ')');
+		if (st && st[1] == ' ' && st[2] == 'T')
+			return;
+		usleep(1000);
+	}
+	fail_msg("redis-server %d did not stop", (int)pid);
+}
+
+/* Admissions queued in several loop turns while a batch is on the wire wait for its answer and
+ * go together: a slow Redis gets fewer, larger calls, not one per turn. */
+static void test_admissions_coalesce_behind_a_batch(void **state)
+{
+	enum { N = 4 };
+	struct conf_account a = account("coalesce", 100, 0, 0);
+	struct limit_ticket t[N];
+	struct answer as[N + 1];
+	struct node n;
+	long long calls;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	memset(as, 0, sizeof(as));
+	as[N].at_ns = UINT64_MAX;
+	node_start(&n, false);
+	admit_wait(&n, &n.conf, &a, 0, &t[0], &as[0]);   /* connected, script loaded */
+	memset(as, 0, sizeof(as));
+	as[N].at_ns = UINT64_MAX;
+	calls = script_calls();
+	kill(R.pid, SIGSTOP);
+	wait_stopped(R.pid);
+	/* one admission per loop turn; the first turn sends its batch, Redis holds the answer */
+	for (int i = 0; i < N; i++) {
+		limit_admit(n.l, &n.conf, &a, 0, &t[i], on_done, &as[i]);
+		uv_run(&n.loop, UV_RUN_NOWAIT);
+	}
+	kill(R.pid, SIGCONT);
+	assert_true(run_until(&n.loop, n_answered, as, 2000));
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(as[i].v, LIMIT_OK);
+		assert_false(t[i].local);
+		assert_int_equal(as[i].view.requests_remaining, 100 - 2 - i);
+	}
+	assert_int_equal(script_calls() - calls, 2);
+	node_stop(&n);
+}
+
 /* A reload between two admissions of one turn: each is decided by its own limits. */
 static void test_reload_within_a_turn(void **state)
 {
@@ -1012,6 +1069,7 @@ int main(void)
 		cmocka_unit_test(test_batch_of_several_accounts),
 		cmocka_unit_test(test_finish_rides_with_the_next_admission),
 		cmocka_unit_test(test_large_turn_splits_in_order),
+		cmocka_unit_test(test_admissions_coalesce_behind_a_batch),
 		cmocka_unit_test(test_reload_within_a_turn),
 		cmocka_unit_test(test_free_answers_pending_admissions),
 		cmocka_unit_test(test_wrong_password_and_no_server),
