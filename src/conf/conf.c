@@ -303,6 +303,7 @@ static const struct dir logs_dirs[] = {                 /* struct conf */
 	K("store",              T_STR,       conf, logs_store),
 	K("bodies",             T_BOOL,      conf, logs_bodies),
 	K("retention",          T_DURATION,  conf, logs_retention_ms),
+	K("queue",              T_UINT,      conf, logs_queue, .min = 1, .max = 16u << 20),
 	{0},
 };
 
@@ -372,6 +373,7 @@ static void set_defaults(struct conf *c)
 	c->ratelimit_backend = CONF_BACKEND_MEMORY;
 	c->logs_store = xstrdup("sqlite:meridian.db");
 	c->logs_retention_ms = 30ull * 86400000;
+	c->logs_queue = 65536;
 }
 
 /* ---- validation ------------------------------------------------------------------------------------- */

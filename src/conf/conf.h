@@ -182,6 +182,7 @@ struct conf {
 	char *logs_store;               /* default "sqlite:meridian.db" */
 	bool logs_bodies;
 	uint64_t logs_retention_ms;     /* default 30 d */
+	unsigned logs_queue;            /* the log writer's queue, in records: default 65536 */
 	struct conf_price *prices;
 	size_t nprices;
 

@@ -152,6 +152,7 @@ static void test_design_example(void **state)
 	assert_string_equal(c->logs_store, "sqlite:meridian.db");
 	assert_false(c->logs_bodies);
 	assert_int_equal(c->logs_retention_ms, 30ull * 86400000);
+	assert_int_equal(c->logs_queue, 65536);
 	assert_int_equal(c->nprices, 1);
 	assert_string_equal(c->prices[0].model, "grok-4");
 	assert_true(c->prices[0].input_per_mtok == 3.0 && c->prices[0].output_per_mtok == 15.0);
@@ -341,6 +342,10 @@ static const struct bad bad[] = {
 	 "t.yaml:7:25: key 'routing.max_attempts': expected a non-negative integer, got '3'"},
 	{BASE "logs: {bodies: yes}\n",
 	 "t.yaml:7:16: key 'logs.bodies': expected true or false, got 'yes'"},
+	{BASE "logs: {queue: 0}\n",
+	 "t.yaml:7:15: key 'logs.queue': must be between 1 and 16777216, got 0"},
+	{BASE "logs: {queue: 16777217}\n",
+	 "t.yaml:7:15: key 'logs.queue': must be between 1 and 16777216, got 16777217"},
 	{BASE "hosts: {global: }\n", "t.yaml:7:17: key 'hosts.global': expected a string, got nothing"},
 	{BASE "hosts: [a]\n", "t.yaml:7:8: key 'hosts': expected a mapping, got a list"},
 	{BASE "prices: {m: {input_per_mtok: -1}}\n",
@@ -560,6 +565,12 @@ static void test_small_valid(void **state)
 	assert_non_null(c);
 	assert_int_equal(c->routing.retry_on, 0);
 	assert_int_equal(c->routing.nretry_statuses, 0);
+	conf_unref(c);
+
+	c = load(BASE "logs: {queue: 1024}\n", err, sizeof(err));
+	if (!c)
+		fail_msg("%s", err);
+	assert_int_equal(c->logs_queue, 1024);
 	conf_unref(c);
 }
 
