@@ -18,6 +18,7 @@
 #include "http/sse.h"
 #include "limit/limit.h"
 #include "route/route.h"
+#include "store/logrec.h"
 #include "xlate/xlate.h"
 #include "serve/gateway.h"
 
@@ -27,6 +28,8 @@
 /* The longest Retry-After the gateway waits out itself; a longer one goes to the client, whose
  * SDK waits it and retries. */
 #define MAX_RETRY_WAIT_MS 2000
+#define MAX_LOGGED_ATTEMPTS 16
+#define MAX_METADATA 2048
 
 /* What kind of body the upstream answers with, decided at its response headers. */
 enum relay_mode {
@@ -86,6 +89,24 @@ struct gw_req {
 	char rl_text[6][40];                   /* the rate-limit header values */
 	char request_id[48];
 	char method[24];
+
+	/* what the request log and the metrics are told when it ends */
+	uint64_t wall_us;                      /* arrival, Unix time */
+	uint64_t t_arrive_ns;                  /* arrival, monotonic */
+	uint64_t t_first_ns;                   /* its first body byte went to the client */
+	int status_sent;                       /* the status the client got; 0: none */
+	bool stream_asked;
+	const char *error_code;                /* of the error answer or event it got */
+	const char *term;                      /* how it ended, where that is decided */
+	const char *refusal;                   /* the account limit that refused it */
+	char path_seen[160];                   /* the client's path, cut to fit */
+	char model_asked[128];                 /* as the client named it (resolved for unified) */
+	char *metadata;                        /* x-meridian-metadata, checked, compact */
+	struct log_attempt att[MAX_LOGGED_ATTEMPTS];
+	uint32_t att_model[MAX_LOGGED_ATTEMPTS]; /* offsets of their models in att_text */
+	unsigned natt;
+	uint64_t t_att_ns;                     /* the current attempt started */
+	struct buf att_text;
 
 	struct upstream_req up;
 	struct buf url;
@@ -348,6 +369,8 @@ static void send_error_retry(struct gw_req *g, int status, const char *code, con
 	char timing[96], attempts[16], retry[24];
 
 	api_error_body(g->route.format, status, code, param, message, &body);
+	g->status_sent = status;
+	g->error_code = code;
 	g->nfields = 0;
 	ADD_FIELD_LIT(g, "content-type", "application/json");
 	if (retry_after_ms) {
@@ -397,16 +420,23 @@ static void req_destroy(struct gw_req *g)
 	buf_release(&g->url);
 	buf_release(&g->hdr_text);
 	buf_release(&g->resp_body);
+	buf_release(&g->att_text);
 	sse_parser_release(&g->sse);
 	free(g->hdr_nodes);
 	free(g->fields);
 	free(g);
 }
 
+static void req_report(struct gw_req *g);
+
 static void req_finish(struct gw_req *g)
 {
 	struct gw_worker *gw = g->gw;
 
+	req_report(g);
+	free(g->metadata);
+	g->metadata = NULL;
+	buf_reset(&g->att_text);
 	if (g->upstream_active) {
 		upstream_cancel(&g->up);
 		g->upstream_active = false;
@@ -465,6 +495,7 @@ static void req_finish(struct gw_req *g)
 		g->hdr_nodes = saved.hdr_nodes;
 		g->hdr_nodes_cap = saved.hdr_nodes_cap;
 		g->resp_body = saved.resp_body;
+		g->att_text = saved.att_text;
 		g->timer = saved.timer;
 		g->up.resp_headers = saved.up.resp_headers;
 		g->sse = saved.sse;
@@ -716,6 +747,7 @@ static void begin_client_response(struct gw_req *g, int64_t content_length)
 	}
 	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
 	http_resp_begin(g->hreq, g->up.status, g->fields, g->nfields, content_length);
+	g->status_sent = g->up.status;
 	g->committed = true;
 }
 
@@ -855,12 +887,65 @@ static void report_status(struct gw_req *g, const struct upstream_req *r, int st
 	}
 }
 
+/* The log's account of the attempts: which deployment and model, what came of it. Attempts
+ * past MAX_LOGGED_ATTEMPTS are counted (x-meridian-attempts) but not itemised. */
+static void attempt_begin(struct gw_req *g)
+{
+	g->t_att_ns = uv_hrtime();
+	if (g->natt >= MAX_LOGGED_ATTEMPTS)
+		return;
+	struct log_attempt *a = &g->att[g->natt];
+	*a = (struct log_attempt){.region = g->dep->region, .deployment = g->dep->url};
+	g->att_model[g->natt] = UINT32_MAX;
+	if (g->facts.model) {
+		g->att_model[g->natt] = (uint32_t)g->att_text.len;
+		buf_append(&g->att_text, g->facts.model, strlen(g->facts.model) + 1);
+	}
+	g->natt++;
+}
+
+/* The current attempt got its answer's headers (status), or failed (error: before them, or
+ * while its body came); the first report of each counts. */
+static void attempt_end(struct gw_req *g, int status, const char *error)
+{
+	struct log_attempt *a;
+
+	if (!g->natt || g->natt > MAX_LOGGED_ATTEMPTS || g->attempts > g->natt)
+		return;
+	a = &g->att[g->natt - 1];
+	if (status && !a->status && !a->error) {
+		a->status = status;
+		a->ms = (uint32_t)((uv_hrtime() - g->t_att_ns) / NS_PER_MS);
+	}
+	if (error && !a->error) {
+		a->error = error;
+		if (!a->status)
+			a->ms = (uint32_t)((uv_hrtime() - g->t_att_ns) / NS_PER_MS);
+	}
+}
+
+/* A short name for how an attempt failed, as the log records it. */
+static const char *attempt_error(int result)
+{
+	switch (result) {
+	case UPSTREAM_ECONNECT: return "connect";
+	case UPSTREAM_ETLS: return "tls";
+	case UPSTREAM_ETIMEOUT_CONNECT: return "timeout@connect";
+	case UPSTREAM_ETIMEOUT_FIRST_BYTE: return "timeout@headers";
+	case UPSTREAM_ETIMEOUT_IDLE: return "timeout@idle";
+	case UPSTREAM_ETIMEOUT_TOTAL: return "timeout@total";
+	case UPSTREAM_ESEND: return "send";
+	default: return "protocol";
+	}
+}
+
 static int on_up_headers(struct upstream_req *r, int status, const struct buf *headers)
 {
 	struct gw_req *g = r->data;
 	struct iov ctype = find_field(headers, "content-type");
 
 	g->t_upstream_ns += r->t_headers_ns - r->t_start_ns;
+	attempt_end(g, status, NULL);
 	if (g->client_gone)
 		return -1;
 	report_status(g, r, status, headers);
@@ -981,6 +1066,8 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 	case RELAY_RAW:
 		if (http_req_queued(g->hreq) > g->conf->server.stream_buffer)
 			return UPSTREAM_DATA_PAUSE;
+		if (!g->t_first_ns)
+			g->t_first_ns = uv_hrtime();
 		queued = http_resp_write(g->hreq, p, n);
 		return queued < 0 ? UPSTREAM_DATA_ABORT : UPSTREAM_DATA_OK;
 	case RELAY_SSE:
@@ -1003,6 +1090,8 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 				else
 					g->cache_collect = false; /* too big to keep */
 			}
+			if (!g->t_first_ns)
+				g->t_first_ns = uv_hrtime();
 			queued = http_resp_write(g->hreq, done.base, done.len);
 			buf_reset(&g->xbuf);
 			if (queued < 0)
@@ -1190,6 +1279,8 @@ static void on_up_done(struct upstream_req *r, int result)
 	const char *code, *msg;
 
 	g->upstream_active = false;
+	if (result != UPSTREAM_OK)
+		attempt_end(g, 0, g->client_gone ? "client_abort" : attempt_error(result));
 	if (g->client_gone || !g->hreq) {
 		req_finish(g);
 		return;
@@ -1234,6 +1325,7 @@ static void on_up_done(struct upstream_req *r, int result)
 		if (g->cache_ttl_ms && g->up.status >= 200 && g->up.status < 300)
 			cache_store(g, false, g->resp_body.data, g->resp_body.len);
 		begin_client_response(g, (int64_t)g->resp_body.len);
+		g->t_first_ns = uv_hrtime();
 		http_resp_write(g->hreq, g->resp_body.data, g->resp_body.len);
 		http_resp_end(g->hreq);
 		g->hreq = NULL;
@@ -1319,6 +1411,10 @@ static void on_up_done(struct upstream_req *r, int result)
 			}
 			log_warn("request %s: stream from '%s' broke: %s", g->request_id, g->dep->url,
 				 upstream_strerror(result));
+			g->error_code = code;
+			g->term = result == UPSTREAM_ETIMEOUT_IDLE    ? "timeout@idle"
+				  : result == UPSTREAM_ETIMEOUT_TOTAL ? "timeout@total"
+								      : "upstream_abort@stream";
 			api_error_event(g->route.format, code, msg, &ev);
 			http_resp_write(g->hreq, ev.data, ev.len);
 			buf_release(&ev);
@@ -1328,6 +1424,7 @@ static void on_up_done(struct upstream_req *r, int result)
 	} else if (result == UPSTREAM_OK) {
 		http_resp_end(g->hreq);
 	} else {
+		g->term = "upstream_abort@stream";
 		http_resp_abort(g->hreq);
 	}
 	g->hreq = NULL;
@@ -1372,9 +1469,12 @@ static int start_attempt(struct gw_req *g)
 	memcpy(g->method, g->hreq->method_name.base, ml);
 	g->method[ml] = '\0';
 	u->method = g->method;
+	attempt_begin(g);
 	int rc = upstream_start(g->gw->pool, u);
 	if (rc == 0)
 		g->upstream_active = true;
+	else
+		attempt_end(g, 0, "start");
 	return rc;
 }
 
@@ -1696,6 +1796,7 @@ static void answer_models(struct gw_req *g)
 	g->nfields = 0;
 	ADD_FIELD_LIT(g, "content-type", "application/json");
 	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
+	g->status_sent = 200;
 	http_resp_send(g->hreq, 200, g->fields, g->nfields, body.data, body.len);
 	g->hreq = NULL;
 	buf_release(&body);
@@ -2060,6 +2161,10 @@ static void send_limited(struct gw_req *g, enum limit_verdict v)
 	const char *acct = g->account ? g->account->id : "";
 	uint64_t retry = g->view.retry_after_ms;
 
+	g->refusal = v == LIMIT_REQUESTS ? "requests" : v == LIMIT_TOKENS ? "tokens"
+		     : v == LIMIT_CONCURRENCY ? "concurrency" : NULL;
+	g->term = v == LIMIT_REQUESTS ? "limit@rate" : v == LIMIT_TOKENS ? "limit@tokens"
+		  : v == LIMIT_CONCURRENCY ? "limit@concurrency" : "limiter_unavailable";
 	if (v == LIMIT_UNAVAILABLE) {
 		send_error_retry(g, 503, "rate_limiter_unavailable", NULL,
 				 "the rate limiter's shared state cannot be reached; retry shortly",
@@ -2184,6 +2289,8 @@ static void answer_from_cache(struct gw_req *g, struct cache_entry *e)
 	add_own_fields(g, timing, sizeof(timing), attempts, sizeof(attempts));
 	http_resp_begin(g->hreq, e->status, g->fields, g->nfields,
 			e->stream ? -1 : (int64_t)e->body_len);
+	g->status_sent = e->status;
+	g->t_first_ns = uv_hrtime();
 	if (e->stream) {
 		size_t off = 0;
 		struct iov ev;
@@ -2236,6 +2343,200 @@ static void admit(struct gw_req *g)
 	limit_admit(g->gw->limiter, g->conf, g->account, est, &g->ticket, on_admitted, g);
 }
 
+/* --- what the log and the metrics learn ---------------------------------------------------- */
+
+static void note_arrival(struct gw_req *g, const struct http_req *h)
+{
+	struct timespec ts;
+	size_t n = h->path.len < sizeof(g->path_seen) - 1 ? h->path.len : sizeof(g->path_seen) - 1;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	g->t_arrive_ns = h->t_ready_ns;
+	g->wall_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u -
+		     (uv_hrtime() - h->t_ready_ns) / 1000u;
+	memcpy(g->path_seen, h->path.base, n);
+	g->path_seen[n] = '\0';
+	n = h->method_name.len < sizeof(g->method) - 1 ? h->method_name.len : sizeof(g->method) - 1;
+	memcpy(g->method, h->method_name.base, n);
+	g->method[n] = '\0';
+}
+
+/* x-meridian-metadata: a JSON object of at most 16 members with string, number, boolean or
+ * null values, logged with the request. Refused with 400 otherwise, so that what the log holds
+ * is what the client meant. Returns 0, or -1 once an error was sent. */
+static int read_metadata(struct gw_req *g)
+{
+	const struct iov *v = http_req_header(g->hreq, "x-meridian-metadata");
+	json_error_t jerr;
+	const char *why = NULL;
+	json_t *o;
+
+	if (!v)
+		return 0;
+	if (v->len > MAX_METADATA) {
+		send_error(g, 400, "invalid_metadata", NULL,
+			   "x-meridian-metadata is longer than 2048 bytes");
+		return -1;
+	}
+	o = json_loadb(v->base, v->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(o))
+		why = "x-meridian-metadata must be a JSON object";
+	else if (json_object_size(o) > 16)
+		why = "x-meridian-metadata holds more than 16 members";
+	else {
+		const char *k;
+		json_t *x;
+		json_object_foreach(o, k, x) {
+			if (json_is_object(x) || json_is_array(x)) {
+				why = "x-meridian-metadata values must be strings, numbers, booleans "
+				      "or null";
+				break;
+			}
+		}
+	}
+	if (why) {
+		json_decref(o);
+		send_error(g, 400, "invalid_metadata", NULL, why);
+		return -1;
+	}
+	g->metadata = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return 0;
+}
+
+/* How the request ended, in the manner of HAProxy's termination states. Where the ending is
+ * decided by a path of its own (limits, a broken stream) that path says so; the rest follows
+ * from the error answered. */
+static const char *termination(const struct gw_req *g)
+{
+	static const struct {
+		const char *code, *term;
+	} by_code[] = {
+		{"upstream_connect_failed", "upstream_connect"},
+		{"upstream_tls_error", "upstream_tls"},
+		{"upstream_connect_timeout", "timeout@connect"},
+		{"upstream_timeout", "timeout@headers"},
+		{"upstream_idle_timeout", "timeout@idle"},
+		{"request_timeout", "timeout@total"},
+		{"upstream_error", "upstream_abort@headers"},
+		{"upstream_invalid_response", "upstream_abort@headers"},
+		{"upstream_aborted", "upstream_abort@stream"},
+		{"missing_api_key", "auth"},
+		{"invalid_api_key", "auth"},
+		{"account_mismatch", "auth"},
+		{"residency_denied", "residency_denied"},
+		{"capacity_exhausted", "limit@overload"},
+		{"region_unavailable", "unavailable"},
+		{"upstream_unavailable", "unavailable"},
+		{"rate_limiter_unavailable", "limiter_unavailable"},
+		{"shutting_down", "shutdown"},
+		{"misdirected_request", "misdirected"},
+	};
+
+	if (g->client_gone)
+		return g->committed ? "client_abort@stream"
+		       : g->natt    ? "client_abort@ttft"
+				    : "client_abort@queue";
+	if (g->term)
+		return g->term;
+	if (g->error_code) {
+		for (size_t i = 0; i < ARRAY_SIZE(by_code); i++)
+			if (!strcmp(g->error_code, by_code[i].code))
+				return by_code[i].term;
+		size_t n = strlen(g->error_code);
+		if (n > 10 && !strcmp(g->error_code + n - 10, "_not_found"))
+			return "not_found";
+		return g->status_sent >= 500 ? "error" : "invalid_request";
+	}
+	return g->status_sent >= 400 ? "upstream_status" : "ok";
+}
+
+static double price_of(const struct conf *c, const char *model, uint64_t in, uint64_t out)
+{
+	if (!model)
+		return 0;
+	for (size_t i = 0; i < c->nprices; i++)
+		if (!strcmp(c->prices[i].model, model))
+			return ((double)in * c->prices[i].input_per_mtok +
+				(double)out * c->prices[i].output_per_mtok) / 1e6;
+	return 0;
+}
+
+/* The record of g as it ends; its strings are borrowed from g and its snapshot, valid until
+ * req_finish lets them go. */
+static void record_of(struct gw_req *g, struct log_record *r)
+{
+	uint64_t now = uv_hrtime();
+	const struct usage *u = &g->usage;
+	bool endpoint_costs = g->route.json_body && g->natt;
+
+	*r = (struct log_record){0};
+	memcpy(r->id, g->request_id, sizeof(r->id) < sizeof(g->request_id) ? sizeof(r->id)
+								 : sizeof(g->request_id));
+	r->id[sizeof(r->id) - 1] = '\0';
+	r->ts_us = (int64_t)g->wall_us;
+	r->account = g->account ? g->account->id : NULL;
+	r->gateway = g->gateway ? g->gateway->id : NULL;
+	r->provider = g->provider ? g->provider->name : NULL;
+	r->model = g->model_asked[0] ? g->model_asked : g->facts.model;
+	r->endpoint = g->pinned ? "pinned" : "global";
+	r->region_requested = g->pinned;
+	r->method = g->method;
+	r->path = g->path_seen;
+	r->surface = g->route.format == API_ANTHROPIC ? "anthropic" : "openai";
+	r->stream = g->stream_asked;
+	r->status = g->status_sent;
+	r->error_code = g->error_code;
+	r->termination = termination(g);
+	r->latency_us = (now - g->t_arrive_ns) / 1000u;
+	r->ttfb_us = g->t_first_ns ? (g->t_first_ns - g->t_arrive_ns) / 1000u : 0;
+	if (g->natt) {
+		for (unsigned i = 0; i < g->natt; i++)
+			g->att[i].model = g->att_model[i] == UINT32_MAX
+						  ? NULL
+						  : g->att_text.data + g->att_model[i];
+		r->attempts = g->att;
+		r->nattempts = g->natt;
+		const struct log_attempt *last = &g->att[g->natt - 1];
+		if (last->status && !last->error && g->committed) {
+			r->region = last->region;
+			r->model_served = last->model;
+		}
+	}
+	if (g->cache_hit) {
+		r->region = NULL;
+		r->model_served = r->model;
+	}
+	if (g->cache_ttl_ms || g->cache_hit)
+		r->cache = g->cache_hit ? "HIT" : "MISS";
+	if (u->reported) {
+		r->tokens_in = u->input;
+		r->tokens_out = u->output;
+	} else if (endpoint_costs) {
+		r->tokens_estimated = true;
+		r->tokens_in = u->input_reported ? u->input
+			       : g->est_input   ? g->est_input
+			       : g->body        ? usage_estimate_input(g->body, g->route.ep)
+						: 0;
+		r->tokens_out = u->output > u->content_events ? u->output : u->content_events;
+	}
+	r->cost_usd = price_of(g->conf, r->model_served ? r->model_served : r->model, r->tokens_in,
+			       r->tokens_out);
+	r->metadata = g->metadata;
+}
+
+/* Everything the request log and the metrics learn from g, once, as it ends. */
+static void req_report(struct gw_req *g)
+{
+	struct log_record r;
+
+	if (!g->t_arrive_ns)
+		return;
+	record_of(g, &r);
+	log_trace(LOGF_HTTP, "request %s: %d %s, %u attempt(s), %llu us", r.id, r.status,
+		  r.termination, (unsigned)r.nattempts, (unsigned long long)r.latency_us);
+}
+
 static void handle(struct http_req *h, void *ctx)
 {
 	struct gw_listen_ctx *lc = ctx;
@@ -2253,6 +2554,7 @@ static void handle(struct http_req *h, void *ctx)
 	h->on_drain = on_client_drain;
 
 	request_id(gw, h, g->request_id);
+	note_arrival(g, h);
 
 	if (api_classify(h->path, &g->route) != 0) {
 		send_error(g, 404, "not_found", NULL, "no such endpoint; API paths start with /v1/");
@@ -2285,7 +2587,7 @@ static void handle(struct http_req *h, void *ctx)
 		send_error(g, 503, "no_provider", NULL, "no provider is configured");
 		return;
 	}
-	if (authenticate(g) < 0)
+	if (authenticate(g) < 0 || read_metadata(g) < 0)
 		return;
 	if (g->pinned && !account_allows(g->account, g->pinned)) {
 		snprintf(err, sizeof(err), "account '%s' may not be processed in region '%s'",
@@ -2331,9 +2633,12 @@ static void handle(struct http_req *h, void *ctx)
 			send_error(g, 400, "invalid_request", err_param, err);
 			return;
 		}
+		g->stream_asked = g->facts.stream;
 	}
 	if (g->route.scope == API_SCOPE_UNIFIED && resolve_unified_model(g) < 0)
 		return;
+	if (g->facts.model)
+		snprintf(g->model_asked, sizeof(g->model_asked), "%s", g->facts.model);
 	if (check_provider_api(g) < 0)
 		return;
 	if (request_timeout(g) < 0 || attempts_limit(g) < 0 || plan(g) < 0)
