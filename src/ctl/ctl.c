@@ -30,6 +30,7 @@
 #define PROBE_MAX_HEADERS 6
 #define ADMIN_MAX_BODY (64u << 10)    /* no admin endpoint takes a body */
 #define DEFAULT_TOKEN_ENV "MERIDIAN_ADMIN_TOKEN"
+#define ADMIN_COOKIE "meridian_admin"
 
 /* One per deployment state; lives while the deployment is in the current snapshot. */
 struct probe {
@@ -442,13 +443,42 @@ static void sha256(const void *p, size_t n, unsigned char out[32])
 		abort(); /* SHA-256 is always there; without it nothing here can be trusted */
 }
 
-/* Authorization: Bearer <token>, compared through fixed-size digests so that neither the
- * content nor the length of the admin token shows in the time taken. */
+static bool token_matches(const struct ctl *c, struct iov tok)
+{
+	unsigned char d[32];
+
+	sha256(tok.base, tok.len, d);
+	return CRYPTO_memcmp(d, c->token_sha256, sizeof(d)) == 0 && tok.len > 0;
+}
+
+/* The value of cookie name in the Cookie header, or an empty iov. */
+static struct iov cookie_value(const struct http_req *req, const char *name)
+{
+	const struct iov *v = http_req_header(req, "cookie");
+	size_t nlen = strlen(name);
+	const char *p, *end;
+
+	if (!v)
+		return (struct iov){"", 0};
+	for (p = v->base, end = v->base + v->len; p < end;) {
+		while (p < end && (*p == ' ' || *p == ';'))
+			p++;
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		const char *e = semi ? semi : end;
+		if ((size_t)(e - p) > nlen && p[nlen] == '=' && !memcmp(p, name, nlen))
+			return (struct iov){p + nlen + 1, (size_t)(e - p - nlen - 1)};
+		p = e;
+	}
+	return (struct iov){"", 0};
+}
+
+/* Authorization: Bearer <token>, or the dashboard's cookie, compared through fixed-size
+ * digests so that neither the content nor the length of the admin token shows in the time
+ * taken. */
 static bool authorized(const struct ctl *c, const struct http_req *req)
 {
 	const struct iov *v = http_req_header(req, "authorization");
 	struct iov tok = {"", 0};
-	unsigned char d[32];
 
 	if (!c->token_required)
 		return true;
@@ -456,9 +486,9 @@ static bool authorized(const struct ctl *c, const struct http_req *req)
 		tok = (struct iov){v->base + 7, v->len - 7};
 		while (tok.len && (*tok.base == ' ' || *tok.base == '\t'))
 			tok.base++, tok.len--;
+		return token_matches(c, tok);
 	}
-	sha256(tok.base, tok.len, d);
-	return CRYPTO_memcmp(d, c->token_sha256, sizeof(d)) == 0 && tok.len > 0;
+	return token_matches(c, cookie_value(req, ADMIN_COOKIE));
 }
 
 static void answer_readyz(struct ctl *c, struct http_req *req)
@@ -495,6 +525,111 @@ static void answer_readyz(struct ctl *c, struct http_req *req)
 	send_json(req, ready ? 200 : 503, &c->out, NULL, 0);
 }
 
+/* --- the dashboard's login ------------------------------------------------------------------ */
+
+static const char LOGIN_PAGE[] =
+	"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+	"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+	"<title>Meridian: sign in</title><style>body{font:15px system-ui,sans-serif;"
+	"display:grid;place-items:center;min-height:90vh;margin:0;background:#f6f7f9}"
+	"form{background:#fff;padding:2em;border-radius:8px;box-shadow:0 1px 4px #0002}"
+	"input{display:block;width:22em;margin:.5em 0 1em;padding:.5em}"
+	"button{padding:.5em 1.5em}.bad{color:#b00020}</style></head><body>"
+	"<form method=\"post\" action=\"/dashboard/login\"><h1>Meridian</h1>%s"
+	"<label for=\"token\">Admin token</label>"
+	"<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" "
+	"autofocus required><button type=\"submit\">Sign in</button></form></body></html>";
+
+static void send_login(struct ctl *c, struct http_req *req, bool wrong)
+{
+	static const struct http_header h[] = {
+		{IOV_LIT("content-type"), IOV_LIT("text/html; charset=utf-8")},
+		{IOV_LIT("cache-control"), IOV_LIT("no-store")},
+		{IOV_LIT("www-authenticate"), IOV_LIT("Bearer realm=\"meridian-admin\"")},
+	};
+	buf_reset(&c->out);
+	buf_appendf(&c->out, LOGIN_PAGE,
+		    wrong ? "<p class=\"bad\" role=\"alert\">That token is not valid.</p>" : "");
+	http_resp_send(req, 401, h, ARRAY_SIZE(h), c->out.data, c->out.len);
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* The value of field name in an application/x-www-form-urlencoded body, decoded into out
+ * (NUL-terminated). False when absent, malformed or longer than outlen - 1. */
+static bool form_field(const struct buf *body, const char *name, char *out, size_t outlen)
+{
+	size_t nlen = strlen(name);
+	const char *p = body->data, *end = body->data + body->len;
+
+	while (p && p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *e = amp ? amp : end;
+		if ((size_t)(e - p) > nlen && p[nlen] == '=' && !memcmp(p, name, nlen)) {
+			size_t n = 0;
+			for (const char *q = p + nlen + 1; q < e; q++) {
+				int ch = (unsigned char)*q;
+				if (ch == '+') {
+					ch = ' ';
+				} else if (ch == '%') {
+					if (e - q < 3 || hexval(q[1]) < 0 || hexval(q[2]) < 0)
+						return false;
+					ch = hexval(q[1]) * 16 + hexval(q[2]);
+					q += 2;
+				}
+				if (n + 1 >= outlen)
+					return false;
+				out[n++] = (char)ch;
+			}
+			out[n] = '\0';
+			return true;
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
+
+/* POST /dashboard/login: a valid token becomes a cookie (HttpOnly, SameSite=Strict: the data
+ * endpoints are GET only, so another site cannot act with it) and the browser goes to the
+ * dashboard; a wrong one gets the form again. */
+static void answer_login(struct ctl *c, struct http_req *req)
+{
+	char tok[512], cookie[640];
+	struct http_header h[3] = {
+		{IOV_LIT("location"), IOV_LIT("/dashboard/")},
+		{IOV_LIT("cache-control"), IOV_LIT("no-store")},
+	};
+
+	if (!form_field(&req->body, "token", tok, sizeof(tok)) ||
+	    !token_matches(c, (struct iov){tok, strlen(tok)})) {
+		send_login(c, req, true);
+		return;
+	}
+	/* a token with characters a cookie cannot carry is refused: a user sees why at once */
+	for (const char *q = tok; *q; q++)
+		if (*q <= ' ' || *q == ';' || *q == ',' || *q == '"' || *q == '\\' || *q == 0x7f) {
+			send_error(c, req, 400, "token_not_cookie_safe",
+				   "this admin token cannot be kept in a cookie; use the API with "
+				   "'Authorization: Bearer'", NULL, 0);
+			return;
+		}
+	int n = snprintf(cookie, sizeof(cookie),
+			 ADMIN_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200", tok);
+	h[2] = (struct http_header){IOV_LIT("set-cookie"), {cookie, (size_t)n}};
+	http_resp_send(req, 303, h, 3, "", 0);
+	explicit_bzero(tok, sizeof(tok));
+	explicit_bzero(cookie, sizeof(cookie));
+}
+
 static void admin_handle(struct http_req *req, void *ctx)
 {
 	struct ctl *c = ctx;
@@ -502,7 +637,7 @@ static void admin_handle(struct http_req *req, void *ctx)
 	static const struct http_header challenge = {IOV_LIT("www-authenticate"),
 						     IOV_LIT("Bearer realm=\"meridian-admin\"")};
 	bool get = iov_eq(req->method_name, "GET") || iov_eq(req->method_name, "HEAD");
-	enum { P_NONE, P_HEALTHZ, P_READYZ, P_REGIONS } path = P_NONE;
+	enum { P_NONE, P_HEALTHZ, P_READYZ, P_REGIONS, P_LOGIN, P_DASH } path = P_NONE;
 
 	if (iov_eq(req->path, "/healthz"))
 		path = P_HEALTHZ;
@@ -510,6 +645,10 @@ static void admin_handle(struct http_req *req, void *ctx)
 		path = P_READYZ;
 	else if (iov_eq(req->path, "/admin/api/regions"))
 		path = P_REGIONS;
+	else if (iov_eq(req->path, "/dashboard/login"))
+		path = P_LOGIN;
+	else if (iov_eq(req->path, "/dashboard") || iov_starts(req->path, "/dashboard/"))
+		path = P_DASH;
 
 	/* liveness only: nothing in it that a token would protect */
 	if (path == P_HEALTHZ && get) {
@@ -518,14 +657,28 @@ static void admin_handle(struct http_req *req, void *ctx)
 		send_json(req, 200, &c->out, NULL, 0);
 		return;
 	}
-	/* before anything else, so that an unauthenticated client learns no paths */
+	if (path == P_LOGIN) {
+		if (!iov_eq(req->method_name, "POST")) {
+			static const struct http_header post = {IOV_LIT("allow"), IOV_LIT("POST")};
+			send_error(c, req, 405, "method_not_allowed", "sign in with POST", &post, 1);
+			return;
+		}
+		answer_login(c, req);
+		return;
+	}
+	/* before anything else, so that an unauthenticated client learns no paths; a browser
+	 * asking for the dashboard gets the form that signs it in */
 	if (path != P_HEALTHZ && !authorized(c, req)) {
+		if (path == P_DASH && get) {
+			send_login(c, req, false);
+			return;
+		}
 		send_error(c, req, 401, "invalid_admin_token",
 			   "this admin endpoint needs 'Authorization: Bearer <admin token>'",
 			   &challenge, 1);
 		return;
 	}
-	if (path == P_NONE) {
+	if (path == P_NONE || path == P_DASH) {
 		/* the path is not echoed: a client may have put a secret in it */
 		send_error(c, req, 404, "not_found",
 			   "no such admin endpoint; see /admin/api/regions, /healthz, /readyz", NULL,

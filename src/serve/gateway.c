@@ -2468,7 +2468,9 @@ static void record_of(struct gw_req *g, struct log_record *r)
 {
 	uint64_t now = uv_hrtime();
 	const struct usage *u = &g->usage;
-	bool endpoint_costs = g->route.json_body && g->natt;
+	/* an answer that began well but never said its usage (a cut or abandoned stream) is
+	 * logged with the estimate; a failure that reported none cost nothing */
+	bool estimate = g->route.json_body && g->natt && g->status_sent && g->status_sent < 400;
 
 	*r = (struct log_record){0};
 	memcpy(r->id, g->request_id, sizeof(r->id) < sizeof(g->request_id) ? sizeof(r->id)
@@ -2512,7 +2514,7 @@ static void record_of(struct gw_req *g, struct log_record *r)
 	if (u->reported) {
 		r->tokens_in = u->input;
 		r->tokens_out = u->output;
-	} else if (endpoint_costs) {
+	} else if (estimate) {
 		r->tokens_estimated = true;
 		r->tokens_in = u->input_reported ? u->input
 			       : g->est_input   ? g->est_input
