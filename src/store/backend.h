@@ -74,6 +74,44 @@ struct log_stats_point {
 	double cost_usd;
 	double p50_ms, p95_ms;
 };
+/* t_us INT64_MIN writes "t":null; p50/p95 and cache_hit_rate are null when requests,
+ * respectively cache_lookups, are 0. */
 void log_json_point(struct buf *out, const struct log_stats_point *p);
+
+/*
+ * What both stores do alike, so that they answer byte for byte the same (added with the SQLite
+ * store; none of it changes the declarations above):
+ *  - log_query(): rows ordered by ts_us DESC, id DESC (bytewise); a page of f->limit rows, and
+ *    next_cursor = log_cursor_encode() of its last row when at least one more row matches
+ *    (fetch limit + 1), else null. Rows after a cursor: ts_us < c.ts OR (ts_us = c.ts AND id <
+ *    c.id). f->q matches case-sensitive substrings (SQLite instr(), PostgreSQL strpos()) of id,
+ *    model, error_code or metadata. status_class c: c*100 <= status < c*100 + 100. The dispatch
+ *    in logs.c has already clamped f->limit to 1..1000 (0: 50) and refused a bad cursor or
+ *    status_class, so a store may trust them.
+ *  - log_stats(): a point's t is floor(ts_us / bucket_us) * bucket_us (UTC epoch aligned); with
+ *    bucket_us 0, one point per series whose t is since_us, or the earliest matching ts_us when
+ *    since_us is 0. Series ordered by key bytewise (C collation) with the null key first, points
+ *    by t; "bucket_ms" is bucket_us / 1000 (0 for one bucket); totals' t as the single bucket's.
+ *    More than LOG_STATS_MAX_POINTS points fails with "too many points ...". Points and totals
+ *    get their p50/p95 from log_stats_percentiles() over per-bucket counts.
+ */
+#define LOG_SCHEMA_VERSION 1
+#define LOG_STATS_MAX_POINTS 10000
+#define LOG_LATENCY_BUCKETS 165   /* log_latency_bucket() returns 0..LOG_LATENCY_BUCKETS - 1 */
+
+/* Appends the opaque cursor (lowercase hex) of a page ending at (ts_us, id). */
+void log_cursor_encode(struct buf *out, int64_t ts_us, const char *id);
+/* 0 with the position, or -1 when s is not a cursor log_cursor_encode() wrote. */
+int log_cursor_decode(const char *s, int64_t *ts_us, char id[48]);
+/* p->p50_ms and p->p95_ms from hist[LOG_LATENCY_BUCKETS], the counts per latency bucket
+ * (nearest rank: the upper bound of the bucket holding the ceil(p * n)-th latency); 0 when the
+ * counts are all 0. */
+void log_stats_percentiles(const uint64_t *hist, struct log_stats_point *p);
+/* Appends a JSON time: RFC 3339 UTC with milliseconds ("2025-01-31T12:00:00.000Z"). */
+void log_json_time(struct buf *out, int64_t ts_us);
+
+/* log_writer_start() with ops given instead of the ones spec names (tests use fake stores). */
+int log__writer_start_ops(const struct log_backend_ops *ops, const char *spec, size_t capacity,
+			  uint64_t retention_ms, struct log_writer **out, char *err, size_t errlen);
 
 #endif
