@@ -19,6 +19,7 @@
 #include "limit/limit.h"
 #include "route/route.h"
 #include "store/logrec.h"
+#include "store/redact.h"
 #include "xlate/xlate.h"
 #include "serve/gateway.h"
 
@@ -30,6 +31,7 @@
 #define MAX_RETRY_WAIT_MS 2000
 #define MAX_LOGGED_ATTEMPTS 16
 #define MAX_METADATA 2048
+#define LOG_BODY_CAP (64u * 1024) /* of each body kept with a record */
 
 /* What kind of body the upstream answers with, decided at its response headers. */
 enum relay_mode {
@@ -107,6 +109,8 @@ struct gw_req {
 	unsigned natt;
 	uint64_t t_att_ns;                     /* the current attempt started */
 	struct buf att_text;
+	bool log_bodies;                       /* its gateway keeps bodies with the record */
+	struct buf log_req, log_resp;          /* those bodies, capped, keys masked */
 
 	struct upstream_req up;
 	struct buf url;
@@ -436,6 +440,8 @@ static void req_finish(struct gw_req *g)
 	req_report(g);
 	free(g->metadata);
 	g->metadata = NULL;
+	buf_release(&g->log_req);
+	buf_release(&g->log_resp);
 	buf_reset(&g->att_text);
 	if (g->upstream_active) {
 		upstream_cancel(&g->up);
@@ -939,6 +945,15 @@ static const char *attempt_error(int result)
 	}
 }
 
+/* The bodies a record keeps (gateways.*.log_bodies, logs.bodies): the first LOG_BODY_CAP
+ * bytes of what the client sent and of what it got, keys masked (redact_secrets). */
+static void keep_body(struct buf *b, const char *p, size_t n)
+{
+	if (b->len >= LOG_BODY_CAP)
+		return;
+	buf_append(b, p, n < LOG_BODY_CAP - b->len ? n : LOG_BODY_CAP - b->len);
+}
+
 static int on_up_headers(struct upstream_req *r, int status, const struct buf *headers)
 {
 	struct gw_req *g = r->data;
@@ -1068,6 +1083,8 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 			return UPSTREAM_DATA_PAUSE;
 		if (!g->t_first_ns)
 			g->t_first_ns = uv_hrtime();
+		if (g->log_bodies)
+			keep_body(&g->log_resp, p, n);
 		queued = http_resp_write(g->hreq, p, n);
 		return queued < 0 ? UPSTREAM_DATA_ABORT : UPSTREAM_DATA_OK;
 	case RELAY_SSE:
@@ -1092,6 +1109,8 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 			}
 			if (!g->t_first_ns)
 				g->t_first_ns = uv_hrtime();
+			if (g->log_bodies)
+				keep_body(&g->log_resp, done.base, done.len);
 			queued = http_resp_write(g->hreq, done.base, done.len);
 			buf_reset(&g->xbuf);
 			if (queued < 0)
@@ -1326,6 +1345,8 @@ static void on_up_done(struct upstream_req *r, int result)
 			cache_store(g, false, g->resp_body.data, g->resp_body.len);
 		begin_client_response(g, (int64_t)g->resp_body.len);
 		g->t_first_ns = uv_hrtime();
+		if (g->log_bodies)
+			keep_body(&g->log_resp, g->resp_body.data, g->resp_body.len);
 		http_resp_write(g->hreq, g->resp_body.data, g->resp_body.len);
 		http_resp_end(g->hreq);
 		g->hreq = NULL;
@@ -2299,6 +2320,8 @@ static void answer_from_cache(struct gw_req *g, struct cache_entry *e)
 	} else {
 		http_resp_write(g->hreq, e->body, e->body_len);
 	}
+	if (g->log_bodies)
+		keep_body(&g->log_resp, e->body, e->body_len);
 	http_resp_end(g->hreq);
 	g->hreq = NULL;
 	cache_entry_unref(e);
@@ -2402,6 +2425,29 @@ static int read_metadata(struct gw_req *g)
 	g->metadata = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return 0;
+}
+
+/* The request's body as the record keeps it. */
+static void keep_request_body(struct gw_req *g)
+{
+	struct auth_creds cr;
+	const char *code, *msg;
+	struct iov known[3];
+	size_t nknown = 0;
+
+	g->log_bodies = (g->gateway && g->gateway->log_bodies) || g->conf->logs_bodies;
+	if (!g->log_bodies)
+		return;
+	keep_body(&g->log_req, g->hreq->body.data, g->hreq->body.len);
+	if (!auth_read(g->hreq, &cr, &code, &msg)) {
+		if (cr.key.len)
+			known[nknown++] = cr.key;
+		if (cr.gateway_key.len)
+			known[nknown++] = cr.gateway_key;
+	}
+	if (g->provider && g->provider->key)
+		known[nknown++] = (struct iov){g->provider->key, strlen(g->provider->key)};
+	redact_secrets(g->log_req.data, g->log_req.len, known, nknown);
 }
 
 /* How the request ended, in the manner of HAProxy's termination states. Where the ending is
@@ -2525,6 +2571,15 @@ static void record_of(struct gw_req *g, struct log_record *r)
 	r->cost_usd = price_of(g->conf, r->model_served ? r->model_served : r->model, r->tokens_in,
 			       r->tokens_out);
 	r->metadata = g->metadata;
+	if (g->log_bodies) {
+		struct iov pk = {g->provider && g->provider->key ? g->provider->key : "",
+				 g->provider && g->provider->key ? strlen(g->provider->key) : 0};
+		redact_secrets(g->log_resp.data, g->log_resp.len, &pk, 1);
+		buf_append(&g->log_req, "", 1);
+		buf_append(&g->log_resp, "", 1);
+		r->request_body = g->log_req.data;
+		r->response_body = g->log_resp.data;
+	}
 }
 
 /* Everything the request log and the metrics learn from g, once, as it ends. */
@@ -2591,6 +2646,7 @@ static void handle(struct http_req *h, void *ctx)
 	}
 	if (authenticate(g) < 0 || read_metadata(g) < 0)
 		return;
+	keep_request_body(g);
 	if (g->pinned && !account_allows(g->account, g->pinned)) {
 		snprintf(err, sizeof(err), "account '%s' may not be processed in region '%s'",
 			 g->account->id, g->pinned);
