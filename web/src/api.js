@@ -10,6 +10,15 @@ export class ApiError extends Error {
 	}
 }
 
+/* The URL as a person reads it in an error message (the query decoded). */
+function readable(url) {
+	try {
+		return decodeURIComponent(url);
+	} catch {
+		return url;
+	}
+}
+
 /* GET /admin/api/<path>?<params> (empty and null params left out); resolves the parsed JSON,
  * rejects with an ApiError. */
 export async function getJson(path, params = {}) {
@@ -31,9 +40,9 @@ export async function getJson(path, params = {}) {
 	if (!res.ok) {
 		const m = body?.error?.message || text.slice(0, 200) || res.statusText;
 		const hint = res.status === 401 ? ' (not signed in, or the session ended)' : '';
-		throw new ApiError(res.status, `GET ${url} answered ${res.status}: ${m}${hint}`, body?.error?.code ?? null);
+		throw new ApiError(res.status, `GET ${readable(url)} answered ${res.status}: ${m}${hint}`, body?.error?.code ?? null);
 	}
 	if (body === null || typeof body !== 'object')
-		throw new ApiError(res.status, `GET ${url} answered ${res.status} with something that is not JSON`);
+		throw new ApiError(res.status, `GET ${readable(url)} answered ${res.status} with something that is not JSON`);
 	return body;
 }

@@ -31,7 +31,7 @@ export function createLogs(panel, status) {
 	const inputs = {};
 	const rangeSel = h('select', { id: 'lg-range', name: 'range' },
 		RANGES.map((r) => h('option', { value: r.id, selected: r.id === '24h' }, r.label)));
-	const q = h('input', { id: 'lg-q', name: 'q', type: 'search', placeholder: 'request id, text in a prompt or answer…', size: 32 });
+	const q = h('input', { id: 'lg-q', name: 'q', type: 'search', placeholder: 'request id, text in a prompt or answer…', size: 40 });
 	const form = h('form', { class: 'filters', id: 'lg-filters', role: 'search', 'aria-label': 'Filter the request log' },
 		h('label', { class: 'wide' }, 'Search ', q),
 		h('label', null, 'Time ', rangeSel),

@@ -33,7 +33,7 @@ export function drawMap(svg, regions, summary) {
 		const xy = projection([r.location[1], r.location[0]]);
 		if (!xy) continue;
 		const sm = summary.get(r.name) || { state: 'idle', load: 0, label: 'no deployment' };
-		const radius = 6 + Math.min(1, sm.load) * 10;
+		const radius = 7 + Math.min(1, sm.load) * 10;
 		dots.push(s('circle', { cx: xy[0].toFixed(1), cy: xy[1].toFixed(1), r: radius.toFixed(1), class: 'dot dot-' + sm.state },
 			s('title', null, `${r.name}: ${sm.label}`)));
 		labels.push(s('text', { x: (xy[0] + radius + 3).toFixed(1), y: (xy[1] + 4).toFixed(1), class: 'dot-label' }, r.name));

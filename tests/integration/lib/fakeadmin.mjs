@@ -65,11 +65,13 @@ function parseDuration(s) {
 
 /*
  * Starts the fake listener on 127.0.0.1 (a free port). opts: records (log records, any order),
- * regions (the /admin/api/regions answer), dist (default dashDist()). Returns {port, url,
- * requests (every API URL asked, in order), set({records, regions, fail}), close()}. fail: a
- * status with which every API call is answered (an error body), or 0.
+ * regions (the /admin/api/regions answer), dist (default dashDist()), proxy (a port: every
+ * /admin/api/ call is passed to the admin listener there instead, to try the page on a real
+ * gateway's API before that gateway serves the page itself). Returns {port, url, requests
+ * (every API URL asked, in order), set({records, regions, fail}), close()}. fail: a status with
+ * which every API call is answered (an error body), or 0.
  */
-export async function startFakeAdmin({ records = [], regions = { regions: [], deployments: [] }, dist } = {}) {
+export async function startFakeAdmin({ records = [], regions = { regions: [], deployments: [] }, dist, proxy } = {}) {
 	dist ??= dashDist();
 	const st = { records, regions, fail: 0 };
 	const requests = [];
@@ -159,6 +161,15 @@ export async function startFakeAdmin({ records = [], regions = { regions: [], de
 		if (!u.pathname.startsWith('/admin/api/')) return apiError(res, 404, `no route '${u.pathname}'`, 'not_found');
 		requests.push(u);
 		if (st.fail) return apiError(res, st.fail, 'the log store is unavailable (injected by the test)', 'store_unavailable');
+		if (proxy) {
+			const up = http.get({ host: '127.0.0.1', port: proxy, path: req.url, headers: { accept: 'application/json' }, agent: false },
+				(ur) => {
+					res.writeHead(ur.statusCode, ur.headers);
+					ur.pipe(res);
+				});
+			up.on('error', (e) => apiError(res, 502, `admin listener on ${proxy}: ${e.message}`, 'bad_gateway'));
+			return;
+		}
 		const route = u.pathname.slice('/admin/api/'.length);
 		let body;
 		if (route === 'regions') body = st.regions;
