@@ -364,6 +364,8 @@ bool cache_header_replayable(struct iov name)
 		"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
 		"content-length", "set-cookie", "set-cookie2", "retry-after", "date", "age",
 		"cache-control", "expires", "pragma", "alt-svc", "strict-transport-security",
+		/* the request's own, never the one that filled the entry */
+		"x-request-id", "server-timing",
 	};
 	static const char *const drop_prefix[] = {
 		"proxy-", "x-ratelimit-", "anthropic-ratelimit-", "x-meridian-",

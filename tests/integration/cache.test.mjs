@@ -60,6 +60,9 @@ describe('response cache (memory)', () => {
 		assert.equal(b.headers.get('x-meridian-cache'), 'HIT');
 		assert.equal(b.text, a.text);
 		assert.equal(b.headers.get('content-type'), a.headers.get('content-type'));
+		// the hit has its own request id, once, not the one of the request that filled it
+		assert.match(b.headers.get('x-request-id'), /^[^,\s]+$/);
+		assert.notEqual(b.headers.get('x-request-id'), a.headers.get('x-request-id'));
 		const reordered = `{ "temperature": 0,\n "messages": [ {"content": "cache me", "role": "user"} ], "model": "grok-4" }`;
 		const c = await postJson(url, reordered, { authorization: `Bearer ${KEY}` });
 		assert.equal(c.headers.get('x-meridian-cache'), 'HIT');
