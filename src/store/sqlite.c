@@ -776,7 +776,8 @@ static int sq_stats(void *h, const struct log_stats_query *q, struct buf *out, c
 		goto out;
 	}
 
-	qsort(g.all, g.n, sizeof(*g.all), acc_cmp);
+	if (g.n)
+		qsort(g.all, g.n, sizeof(*g.all), acc_cmp);
 	buf_appendf(&res, "{\"bucket_ms\":%" PRIu64 ",\"group_by\":", q->bucket_us / 1000);
 	if (col)
 		buf_appendf(&res, "\"%s\"", col);
