@@ -39,7 +39,9 @@ struct log_writer {
 	alignas(CACHELINE) struct cell *cells;
 	size_t mask;
 
-	_Atomic uint64_t written, dropped, store_errors, held;
+	/* head - written - abandoned: records accepted and not yet in the store, exactly (the
+	 * writer's batch in hand included), whatever the writer is doing */
+	_Atomic uint64_t written, dropped, store_errors, abandoned;
 	_Atomic bool store_up;
 
 	const struct log_backend_ops *ops;
@@ -140,13 +142,12 @@ static void free_batch(struct log_writer *w, struct wstate *s)
 	for (size_t i = 0; i < s->n; i++)
 		log_record_free(s->batch[i]);
 	s->n = 0;
-	atomic_store_explicit(&w->held, 0, memory_order_relaxed);
 }
 
 static void try_write(struct log_writer *w, struct wstate *s, uint64_t now)
 {
 	if (w->ops->write(w->h, s->batch, s->n, s->err, sizeof(s->err)) == 0) {
-		atomic_fetch_add_explicit(&w->written, s->n, memory_order_relaxed);
+		atomic_fetch_add_explicit(&w->written, s->n, memory_order_release);
 		free_batch(w, s);
 		if (!atomic_load_explicit(&w->store_up, memory_order_relaxed))
 			log_info("log store '%s': writing again", w->ops->name);
@@ -193,6 +194,7 @@ static void abandon(struct log_writer *w, struct wstate *s)
 		log_record_free(r);
 		lost++;
 	}
+	atomic_fetch_add_explicit(&w->abandoned, lost, memory_order_relaxed);
 	atomic_fetch_add_explicit(&w->dropped, lost, memory_order_relaxed);
 	s->dropped_logged += lost;
 	log_error("log store '%s': %" PRIu64 " records not written at shutdown: %s", w->ops->name,
@@ -215,7 +217,6 @@ static void *writer_main(void *arg)
 				break;
 			s->batch[s->n++] = r;
 		}
-		atomic_store_explicit(&w->held, s->n, memory_order_relaxed);
 		full = s->n == BATCH_MAX;
 
 		pthread_mutex_lock(&w->mu);
@@ -360,12 +361,18 @@ bool log_writer_push(struct log_writer *w, struct log_record *r)
 
 void log_writer_stats(const struct log_writer *w, struct log_writer_stats *out)
 {
+	uint64_t written, settled, head;
+
 	memset(out, 0, sizeof(*out));
 	if (!w || !w->ops)
 		return;
-	out->queued = queue_len(w) + atomic_load_explicit(&w->held, memory_order_relaxed);
+	/* settled first: a count that moves meanwhile can only make queued look larger */
+	written = atomic_load_explicit(&w->written, memory_order_acquire);
+	settled = written + atomic_load_explicit(&w->abandoned, memory_order_acquire);
+	head = atomic_load_explicit(&w->head, memory_order_acquire);
+	out->queued = head > settled ? head - settled : 0;
 	out->capacity = w->mask + 1;
-	out->written = atomic_load_explicit(&w->written, memory_order_relaxed);
+	out->written = written;
 	out->dropped = atomic_load_explicit(&w->dropped, memory_order_relaxed);
 	out->store_errors = atomic_load_explicit(&w->store_errors, memory_order_relaxed);
 	out->store_up = atomic_load_explicit(&w->store_up, memory_order_relaxed);
