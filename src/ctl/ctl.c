@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -18,6 +19,9 @@
 #include "core/log.h"
 #include "core/str.h"
 #include "ctl/ctl.h"
+#include "ctl/dash.h"
+#include "metrics/metrics.h"
+#include "store/logs.h"
 #include "http/server.h"
 #include "net/worker.h"
 #include "route/route.h"
@@ -59,6 +63,7 @@ struct ctl {
 
 	/* Only the control thread touches these once it runs. */
 	struct conf *conf;
+	uv_loop_t *loop;
 	struct upstream_pool *pool;
 	struct http_listener *admin;
 	uv_timer_t timer;
@@ -68,6 +73,13 @@ struct ctl {
 	struct probe **probes;
 	size_t nprobes, probes_cap;
 	struct buf out;               /* admin response bodies */
+
+	struct log_writer *logs;      /* the request log's writer: its counts for /metrics */
+	/* The log's reader, opened at the first query and used by one work thread at a time:
+	 * queries block, so they run in libuv's pool, off the control loop. */
+	uv_mutex_t reader_mu;
+	struct log_reader *reader;
+	char *reader_spec;
 
 	bool token_required;
 	unsigned char token_sha256[32];
@@ -630,6 +642,331 @@ static void answer_login(struct ctl *c, struct http_req *req)
 	explicit_bzero(cookie, sizeof(cookie));
 }
 
+/* --- the dashboard's files ---------------------------------------------------------------- */
+
+/* GET /dashboard/<file>: the embedded bundle, gzip when the client takes it, revalidated by
+ * ETag. /dashboard goes to /dashboard/ so that the page's relative URLs resolve. */
+static void answer_dashboard(struct ctl *c, struct http_req *req)
+{
+	static const struct http_header moved[] = {
+		{IOV_LIT("location"), IOV_LIT("/dashboard/")},
+		{IOV_LIT("cache-control"), IOV_LIT("no-store")},
+	};
+	const struct iov *ae = http_req_header(req, "accept-encoding");
+	const struct iov *inm = http_req_header(req, "if-none-match");
+	const struct dash_asset *a;
+	struct http_header h[8];
+	size_t n = 0;
+
+	if (iov_eq(req->path, "/dashboard")) {
+		http_resp_send(req, 308, moved, ARRAY_SIZE(moved), "", 0);
+		return;
+	}
+	a = dash_asset_lookup((struct iov){req->path.base + 11, req->path.len - 11});
+	if (!a) {
+		send_error(c, req, 404, "not_found", "no such file in the dashboard", NULL, 0);
+		return;
+	}
+	bool gz = a->gz && dash_gzip_ok(ae ? *ae : (struct iov){"", 0});
+	h[n++] = (struct http_header){IOV_LIT("etag"), {a->etag, strlen(a->etag)}};
+	/* index.html is revalidated every time (it names the bundle); the bundle too, cheaply:
+	 * the ETag answers 304 without a body */
+	h[n++] = (struct http_header){IOV_LIT("cache-control"), IOV_LIT("no-cache")};
+	h[n++] = (struct http_header){IOV_LIT("vary"), IOV_LIT("accept-encoding")};
+	h[n++] = (struct http_header){IOV_LIT("x-content-type-options"), IOV_LIT("nosniff")};
+	h[n++] = (struct http_header){IOV_LIT("referrer-policy"), IOV_LIT("no-referrer")};
+	h[n++] = (struct http_header){IOV_LIT("content-security-policy"),
+				      IOV_LIT("default-src 'none'; script-src 'self'; style-src 'self'; "
+					      "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+					      "form-action 'self'; frame-ancestors 'none'")};
+	if (inm && iov_eq(*inm, a->etag)) {
+		http_resp_send(req, 304, h, n, "", 0);
+		return;
+	}
+	h[n++] = (struct http_header){IOV_LIT("content-type"),
+				      {a->content_type, strlen(a->content_type)}};
+	if (gz)
+		h[n++] = (struct http_header){IOV_LIT("content-encoding"), IOV_LIT("gzip")};
+	http_resp_send(req, 200, h, n, gz ? a->gz : a->data, gz ? a->gz_len : a->len);
+}
+
+/* --- /metrics ------------------------------------------------------------------------------ */
+
+static void answer_metrics(struct ctl *c, struct http_req *req)
+{
+	static const struct http_header h[] = {
+		{IOV_LIT("content-type"), IOV_LIT(METRICS_CONTENT_TYPE)},
+		{IOV_LIT("cache-control"), IOV_LIT("no-store")},
+	};
+	struct metrics_extra x = METRICS_EXTRA_INIT;
+
+	metrics_extra_from_conf(&x, c->conf);
+	if (c->logs) {
+		x.has_logs = true;
+		log_writer_stats(c->logs, &x.logs);
+	}
+	buf_reset(&c->out);
+	metrics_render(&c->out, &x);
+	metrics_extra_release(&x);
+	http_resp_send(req, 200, h, ARRAY_SIZE(h), c->out.data, c->out.len);
+}
+
+/* --- the log API: /admin/api/logs, /admin/api/logs/{id}, /admin/api/stats --------------------- */
+
+enum query_kind { Q_LOGS, Q_LOG, Q_STATS };
+
+struct admin_query {
+	uv_work_t work;
+	struct ctl *ctl;
+	struct http_req *req;         /* NULL once the client went away */
+	enum query_kind kind;
+	struct log_stats_query sq;    /* its filter serves Q_LOGS too */
+	char *id;
+	char *text;                   /* the decoded query parameters the filter points into */
+	size_t text_len;
+	struct buf out;
+	int rc;                       /* 0, 1 (no such record) or -1 */
+	int status;                   /* a parameter refused: 400 with err */
+	char err[256];
+};
+
+/* Decodes %XX and '+' of a query value into dst (NUL-terminated); false when malformed. */
+static bool url_decode(struct iov v, char *dst)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < v.len; i++) {
+		int ch = (unsigned char)v.base[i];
+		if (ch == '+') {
+			ch = ' ';
+		} else if (ch == '%') {
+			if (i + 2 >= v.len + 0 || hexval(v.base[i + 1]) < 0 || hexval(v.base[i + 2]) < 0)
+				return false;
+			ch = hexval(v.base[i + 1]) * 16 + hexval(v.base[i + 2]);
+			i += 2;
+		}
+		if (!ch)
+			return false;
+		dst[n++] = (char)ch;
+	}
+	dst[n] = '\0';
+	return true;
+}
+
+/* RFC 3339 ("2026-11-22T10:00:00Z", fraction and offset allowed) or Unix seconds, to Unix
+ * microseconds. */
+static bool parse_time_us(const char *s, int64_t *out)
+{
+	struct tm tm = {0};
+	char *end;
+	long long secs;
+	int64_t frac_us = 0;
+
+	if (*s && strspn(s, "0123456789") == strlen(s)) {
+		secs = strtoll(s, &end, 10);
+		if (*end || secs > 253402300799LL)
+			return false;
+		*out = (int64_t)secs * 1000000;
+		return true;
+	}
+	end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!end)
+		return false;
+	if (*end == '.') {
+		int64_t scale = 100000;
+		for (end++; *end >= '0' && *end <= '9'; end++, scale /= 10)
+			if (scale)
+				frac_us += (*end - '0') * scale;
+	}
+	int64_t off = 0;
+	if (*end == 'Z' || *end == 'z') {
+		end++;
+	} else if ((*end == '+' || *end == '-') && strlen(end) == 6 && end[3] == ':') {
+		int hh = (end[1] - '0') * 10 + (end[2] - '0'), mm = (end[4] - '0') * 10 + (end[5] - '0');
+		off = (int64_t)(hh * 3600 + mm * 60) * (*end == '+' ? 1 : -1);
+		end += 6;
+	} else {
+		return false;
+	}
+	if (*end)
+		return false;
+	*out = ((int64_t)timegm(&tm) - off) * 1000000 + frac_us;
+	return true;
+}
+
+/* Reads the query string into q (its strings decoded into q->text). False with q->err set
+ * when a parameter is unknown or malformed: a typo must not widen a filter silently. */
+static bool read_params(struct admin_query *q, struct iov query)
+{
+	struct log_filter *f = &q->sq.filter;
+	char *dst;
+
+	q->text = xmalloc(query.len + 1);
+	dst = q->text;
+	for (const char *p = query.base, *end = query.base + query.len; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *e = amp ? amp : end, *eq = memchr(p, '=', (size_t)(e - p));
+		struct iov name = {p, (size_t)((eq ? eq : e) - p)};
+		struct iov raw = eq ? (struct iov){eq + 1, (size_t)(e - eq - 1)} : (struct iov){"", 0};
+		p = amp ? amp + 1 : end;
+		if (!name.len)
+			continue;
+		if (!url_decode(raw, dst)) {
+			snprintf(q->err, sizeof(q->err), "parameter '%.*s' is not URL-encoded properly",
+				 (int)(name.len > 32 ? 32 : name.len), name.base);
+			return false;
+		}
+		const char *v = dst;
+		dst += strlen(dst) + 1;
+		bool ok = true;
+		if (iov_eq(name, "since"))
+			ok = parse_time_us(v, &f->since_us);
+		else if (iov_eq(name, "until"))
+			ok = parse_time_us(v, &f->until_us);
+		else if (iov_eq(name, "account"))
+			f->account = v;
+		else if (iov_eq(name, "gateway"))
+			f->gateway = v;
+		else if (iov_eq(name, "provider"))
+			f->provider = v;
+		else if (iov_eq(name, "model"))
+			f->model = v;
+		else if (iov_eq(name, "region"))
+			f->region = v;
+		else if (iov_eq(name, "termination"))
+			f->termination = v;
+		else if (iov_eq(name, "q"))
+			f->q = v;
+		else if (iov_eq(name, "cursor") && q->kind == Q_LOGS)
+			f->cursor = v;
+		else if (iov_eq(name, "status")) {
+			if (strlen(v) == 3 && v[1] == 'x' && v[2] == 'x' && v[0] >= '1' && v[0] <= '5')
+				f->status_class = v[0] - '0';
+			else
+				ok = strspn(v, "0123456789") == strlen(v) && strlen(v) == 3 &&
+				     (f->status = atoi(v)) >= 100;
+		} else if (iov_eq(name, "limit") && q->kind == Q_LOGS) {
+			ok = *v && strspn(v, "0123456789") == strlen(v) && strlen(v) <= 4 &&
+			     (f->limit = (size_t)atoi(v)) >= 1 && f->limit <= 1000;
+		} else if (iov_eq(name, "bucket") && q->kind == Q_STATS) {
+			int64_t ms = conf_parse_duration_ms(v);
+			ok = ms >= 1000 && ms <= 366LL * 86400 * 1000;
+			q->sq.bucket_us = (uint64_t)ms * 1000;
+		} else if (iov_eq(name, "group_by") && q->kind == Q_STATS) {
+			static const char *const groups[] = {"none", "model", "region", "provider",
+							     "account", "gateway"};
+			ok = false;
+			for (size_t i = 0; i < ARRAY_SIZE(groups); i++)
+				if (!strcmp(v, groups[i])) {
+					q->sq.group = (enum log_group)i;
+					ok = true;
+				}
+		} else {
+			snprintf(q->err, sizeof(q->err), "unknown parameter '%.*s'",
+				 (int)(name.len > 32 ? 32 : name.len), name.base);
+			return false;
+		}
+		if (!ok) {
+			snprintf(q->err, sizeof(q->err), "parameter '%.*s' has a value it cannot take",
+				 (int)(name.len > 32 ? 32 : name.len), name.base);
+			return false;
+		}
+	}
+	return true;
+}
+
+static void query_work(uv_work_t *w)
+{
+	struct admin_query *q = container_of(w, struct admin_query, work);
+	struct ctl *c = q->ctl;
+
+	uv_mutex_lock(&c->reader_mu);
+	if (!c->reader && log_reader_open(c->reader_spec, &c->reader, q->err, sizeof(q->err)) < 0) {
+		c->reader = NULL;
+		q->rc = -1;
+		uv_mutex_unlock(&c->reader_mu);
+		return;
+	}
+	switch (q->kind) {
+	case Q_LOGS:
+		q->rc = log_query(c->reader, &q->sq.filter, &q->out, q->err, sizeof(q->err));
+		break;
+	case Q_LOG:
+		q->rc = log_get(c->reader, q->id, &q->out, q->err, sizeof(q->err));
+		break;
+	case Q_STATS:
+		q->rc = log_stats(c->reader, &q->sq, &q->out, q->err, sizeof(q->err));
+		break;
+	}
+	uv_mutex_unlock(&c->reader_mu);
+}
+
+static void query_free(struct admin_query *q)
+{
+	buf_release(&q->out);
+	free(q->text);
+	free(q->id);
+	free(q);
+}
+
+static void query_done(uv_work_t *w, int status)
+{
+	struct admin_query *q = container_of(w, struct admin_query, work);
+	struct http_req *req = q->req;
+
+	(void)status;
+	if (req) {
+		req->data = NULL;
+		req->on_abort = NULL;
+		if (q->rc == 0) {
+			send_json(req, 200, &q->out, NULL, 0);
+		} else if (q->rc == 1) {
+			send_error(q->ctl, req, 404, "not_found", "no request with this id is logged",
+				   NULL, 0);
+		} else {
+			log_warn("admin: log query failed: %s", q->err);
+			send_error(q->ctl, req, 503, "log_store_unavailable", q->err, NULL, 0);
+		}
+	}
+	query_free(q);
+}
+
+static void query_client_gone(struct http_req *req)
+{
+	struct admin_query *q = req->data;
+	q->req = NULL;
+	http_resp_abort(req);
+}
+
+static void answer_query(struct ctl *c, struct http_req *req, enum query_kind kind)
+{
+	struct admin_query *q = xcalloc(1, sizeof(*q));
+
+	q->ctl = c;
+	q->kind = kind;
+	if (kind == Q_LOG) {
+		struct iov id = {req->path.base + 16, req->path.len - 16};
+		q->id = xmalloc(id.len + 1);
+		if (!id.len || !url_decode(id, q->id) || strlen(q->id) > 64) {
+			query_free(q);
+			send_error(c, req, 404, "not_found", "no request with this id is logged", NULL,
+				   0);
+			return;
+		}
+	} else if (!read_params(q, req->query)) {
+		send_error(c, req, 400, "invalid_parameter", q->err, NULL, 0);
+		query_free(q);
+		return;
+	}
+	q->req = req;
+	req->data = q;
+	req->on_abort = query_client_gone;
+	if (uv_queue_work(c->loop, &q->work, query_work, query_done) != 0) {
+		req->on_abort = NULL;
+		send_error(c, req, 503, "busy", "the log query could not be started", NULL, 0);
+		query_free(q);
+	}
+}
+
 static void admin_handle(struct http_req *req, void *ctx)
 {
 	struct ctl *c = ctx;
@@ -637,7 +974,8 @@ static void admin_handle(struct http_req *req, void *ctx)
 	static const struct http_header challenge = {IOV_LIT("www-authenticate"),
 						     IOV_LIT("Bearer realm=\"meridian-admin\"")};
 	bool get = iov_eq(req->method_name, "GET") || iov_eq(req->method_name, "HEAD");
-	enum { P_NONE, P_HEALTHZ, P_READYZ, P_REGIONS, P_LOGIN, P_DASH } path = P_NONE;
+	enum { P_NONE, P_HEALTHZ, P_READYZ, P_REGIONS, P_LOGIN, P_DASH, P_METRICS, P_LOGS, P_LOG,
+	       P_STATS } path = P_NONE;
 
 	if (iov_eq(req->path, "/healthz"))
 		path = P_HEALTHZ;
@@ -645,6 +983,14 @@ static void admin_handle(struct http_req *req, void *ctx)
 		path = P_READYZ;
 	else if (iov_eq(req->path, "/admin/api/regions"))
 		path = P_REGIONS;
+	else if (iov_eq(req->path, "/metrics"))
+		path = P_METRICS;
+	else if (iov_eq(req->path, "/admin/api/logs"))
+		path = P_LOGS;
+	else if (iov_starts(req->path, "/admin/api/logs/"))
+		path = P_LOG;
+	else if (iov_eq(req->path, "/admin/api/stats"))
+		path = P_STATS;
 	else if (iov_eq(req->path, "/dashboard/login"))
 		path = P_LOGIN;
 	else if (iov_eq(req->path, "/dashboard") || iov_starts(req->path, "/dashboard/"))
@@ -678,10 +1024,11 @@ static void admin_handle(struct http_req *req, void *ctx)
 			   &challenge, 1);
 		return;
 	}
-	if (path == P_NONE || path == P_DASH) {
+	if (path == P_NONE) {
 		/* the path is not echoed: a client may have put a secret in it */
 		send_error(c, req, 404, "not_found",
-			   "no such admin endpoint; see /admin/api/regions, /healthz, /readyz", NULL,
+			   "no such admin endpoint; see /admin/api/regions, /admin/api/logs, "
+			   "/admin/api/stats, /metrics, /dashboard/, /healthz, /readyz", NULL,
 			   0);
 		return;
 	}
@@ -690,9 +1037,27 @@ static void admin_handle(struct http_req *req, void *ctx)
 			   1);
 		return;
 	}
-	if (path == P_READYZ) {
+	switch (path) {
+	case P_DASH:
+		answer_dashboard(c, req);
+		return;
+	case P_READYZ:
 		answer_readyz(c, req);
 		return;
+	case P_METRICS:
+		answer_metrics(c, req);
+		return;
+	case P_LOGS:
+		answer_query(c, req, Q_LOGS);
+		return;
+	case P_LOG:
+		answer_query(c, req, Q_LOG);
+		return;
+	case P_STATS:
+		answer_query(c, req, Q_STATS);
+		return;
+	default:
+		break;
 	}
 	buf_reset(&c->out);
 	route_describe_json(c->conf, &c->out);
@@ -749,6 +1114,7 @@ static void on_start(struct worker *w)
 	struct http_limits limits;
 	int rc;
 
+	c->loop = &w->loop;
 	c->pool = upstream_pool_new(&w->loop);
 	uv_timer_init(&w->loop, &c->timer);
 	c->timer_open = true;
@@ -794,7 +1160,8 @@ static void on_wake(struct worker *w)
 		schedule(c);
 }
 
-int ctl_start(struct conf *conf, char *err, size_t errlen, struct ctl **out)
+int ctl_start(struct conf *conf, struct log_writer *logs, char *err, size_t errlen,
+	      struct ctl **out)
 {
 	const char *env_name = conf->admin_token_env ? conf->admin_token_env : DEFAULT_TOKEN_ENV;
 	const char *token = getenv(env_name);
@@ -821,11 +1188,16 @@ int ctl_start(struct conf *conf, char *err, size_t errlen, struct ctl **out)
 		}
 	}
 	c->conf = conf_ref(conf);
+	c->logs = logs;
+	uv_mutex_init(&c->reader_mu);
+	c->reader_spec = xstrdup(conf->logs_store ? conf->logs_store : "off");
 	rc = workers_start(&c->group, 1, on_start, on_wake, c);
 	if (rc != 0) {
 		snprintf(err, errlen, "%s", c->err[0] ? c->err : uv_strerror(rc));
 		workers_join(&c->group);
 		OPENSSL_cleanse(c->token_sha256, sizeof(c->token_sha256));
+		uv_mutex_destroy(&c->reader_mu);
+		free(c->reader_spec);
 		free(c);
 		return rc;
 	}
@@ -858,5 +1230,9 @@ void ctl_stop(struct ctl *c)
 	/* a snapshot handed over after the thread closed */
 	conf_unref(atomic_exchange(&c->pending, NULL));
 	OPENSSL_cleanse(c->token_sha256, sizeof(c->token_sha256));
+	/* the loop ran every query's completion before the thread ended */
+	log_reader_close(c->reader);
+	uv_mutex_destroy(&c->reader_mu);
+	free(c->reader_spec);
 	free(c);
 }

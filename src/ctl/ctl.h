@@ -25,8 +25,11 @@ struct ctl;
  * MERIDIAN_ADMIN_TOKEN); only its SHA-256 is kept. Refuses an admin address that is not a
  * loopback address when no token is set. Returns 0 and the control thread in *out, or a
  * negative errno/UV_E* with a message in err (e.g. "cannot listen on '127.0.0.1:9090' (admin):
- * address already in use"); nothing is left running then. */
-int ctl_start(struct conf *conf, char *err, size_t errlen, struct ctl **out);
+ * address already in use"); nothing is left running then. logs (may be NULL) is the request
+ * log's writer, whose counts /metrics shows; it must outlive the control thread. */
+struct log_writer;
+int ctl_start(struct conf *conf, struct log_writer *logs, char *err, size_t errlen,
+	      struct ctl **out);
 /* Hands a new snapshot to the control thread (takes a reference of its own); the next probe
  * round uses it, and a changed probe_interval reschedules the next round at once. Changes of
  * admin.address or admin.token_env are not applied (the caller logs that a restart is needed). */

@@ -18,7 +18,9 @@
 #include "http/sse.h"
 #include "limit/limit.h"
 #include "route/route.h"
+#include "metrics/metrics.h"
 #include "store/logrec.h"
+#include "store/logs.h"
 #include "store/redact.h"
 #include "xlate/xlate.h"
 #include "serve/gateway.h"
@@ -124,6 +126,7 @@ struct gw_req {
 	enum relay_mode mode;
 	bool committed;               /* response headers went to the client */
 	bool client_gone;
+	bool client_write_failed;     /* a write found the client gone before on_abort did */
 	bool upstream_active;
 	bool saw_terminal;            /* [DONE], message_stop, response.completed/failed/... */
 	bool saw_finish;              /* an OpenAI chunk with a finish_reason */
@@ -1028,8 +1031,8 @@ static int on_up_headers(struct upstream_req *r, int status, const struct buf *h
 static int on_sse_event(const struct sse_event *ev, void *ud)
 {
 	struct gw_req *g = ud;
-	if (g->ticket.admitted)
-		usage_from_event(ev, &g->usage);
+	/* the limits settle from it, the log and the metrics count it */
+	usage_from_event(ev, &g->usage);
 	if (g->xs_live)
 		xlate_stream_feed(&g->xs, ev, &g->xbuf);
 	if (ev->event.len) {
@@ -1086,6 +1089,7 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 		if (g->log_bodies)
 			keep_body(&g->log_resp, p, n);
 		queued = http_resp_write(g->hreq, p, n);
+		g->client_write_failed |= queued < 0;
 		return queued < 0 ? UPSTREAM_DATA_ABORT : UPSTREAM_DATA_OK;
 	case RELAY_SSE:
 		/* the bytes are refused (paused) before they are parsed, so a paused chunk is fed
@@ -1113,8 +1117,11 @@ static int relay_data(struct gw_req *g, const char *p, size_t n)
 				keep_body(&g->log_resp, done.base, done.len);
 			queued = http_resp_write(g->hreq, done.base, done.len);
 			buf_reset(&g->xbuf);
-			if (queued < 0)
+			if (queued < 0) {
+				/* the client is gone; its on_abort follows from the loop */
+				g->client_write_failed = true;
 				return UPSTREAM_DATA_ABORT;
+			}
 		}
 		return UPSTREAM_DATA_OK;
 	}
@@ -1337,7 +1344,7 @@ static void on_up_done(struct upstream_req *r, int result)
 				   "the upstream answered with a malformed JSON body");
 			return;
 		}
-		if (g->ticket.admitted && g->up.status < 300)
+		if (g->up.status < 300)
 			usage_from_json(g->resp_body.data, g->resp_body.len, &g->usage);
 		if (g->xlate && translate_body(g) < 0)
 			return;
@@ -2479,7 +2486,7 @@ static const char *termination(const struct gw_req *g)
 		{"misdirected_request", "misdirected"},
 	};
 
-	if (g->client_gone)
+	if (g->client_gone || g->client_write_failed)
 		return g->committed ? "client_abort@stream"
 		       : g->natt    ? "client_abort@ttft"
 				    : "client_abort@queue";
@@ -2582,6 +2589,14 @@ static void record_of(struct gw_req *g, struct log_record *r)
 	}
 }
 
+/* Set before the workers start, cleared after they stopped: read without a lock. */
+static struct log_writer *log_writer;
+
+void gw_set_log_writer(struct log_writer *w)
+{
+	log_writer = w;
+}
+
 /* Everything the request log and the metrics learn from g, once, as it ends. */
 static void req_report(struct gw_req *g)
 {
@@ -2592,6 +2607,24 @@ static void req_report(struct gw_req *g)
 	record_of(g, &r);
 	log_trace(LOGF_HTTP, "request %s: %d %s, %u attempt(s), %llu us", r.id, r.status,
 		  r.termination, (unsigned)r.nattempts, (unsigned long long)r.latency_us);
+	metrics_record(&(struct metrics_request){
+		.provider = r.provider,
+		.model = r.model,
+		.region = r.region,
+		.account = r.account,
+		.status = r.status,
+		.stream = r.stream,
+		.latency_us = r.latency_us,
+		.ttft_us = r.stream ? r.ttfb_us : 0,
+		.tokens_in = r.tokens_in,
+		.tokens_out = r.tokens_out,
+		.cost_usd = r.cost_usd,
+		.cache = r.cache,
+		.termination = r.termination,
+		.refusal = g->refusal,
+	});
+	if (log_writer)
+		log_writer_push(log_writer, log_record_new(&r));
 }
 
 static void handle(struct http_req *h, void *ctx)

@@ -48,6 +48,11 @@ void gw_worker_drain(struct gw_worker *gw);
 /* Closes everything; in-flight requests are aborted. The loop ends once handles are closed. */
 void gw_worker_close(struct gw_worker *gw);
 
+struct log_writer;
+/* Where every worker's requests send their records (NULL: nowhere). Set before the workers
+ * start and cleared after they stopped. */
+void gw_set_log_writer(struct log_writer *w);
+
 /* Frees what the workers shared (the memory cache); no worker may run. */
 void gw_shutdown(void);
 

@@ -14,6 +14,7 @@
 #include "route/route.h"
 #include "serve/gateway.h"
 #include "serve/serve.h"
+#include "store/logs.h"
 
 enum phase { PHASE_RUN, PHASE_DRAIN, PHASE_CLOSE };
 
@@ -25,6 +26,7 @@ struct serve {
 	struct gw_worker *gws;
 	_Atomic(struct conf *) *pending;  /* per worker: a snapshot to adopt */
 	struct ctl *ctl;                  /* probes and the admin listener */
+	struct log_writer *logw;          /* the request log */
 	atomic_int phase;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t drain_timer;
@@ -159,6 +161,11 @@ static void on_hup(uv_signal_t *h, int signum)
 	if (!str_equal(S.conf->admin_address, next->admin_address) ||
 	    !str_equal(S.conf->admin_token_env, next->admin_token_env))
 		log_warn("reload: admin listener changes take effect only after a restart");
+	if (!str_equal(S.conf->logs_store, next->logs_store) ||
+	    S.conf->logs_queue != next->logs_queue ||
+	    S.conf->logs_retention_ms != next->logs_retention_ms)
+		log_warn("reload: logs.store, logs.queue and logs.retention take effect only after a "
+			 "restart");
 	for (unsigned i = 0; i < S.workers.n; i++) {
 		struct conf *old = atomic_exchange(&S.pending[i], conf_ref(next));
 		conf_unref(old);
@@ -211,6 +218,14 @@ int serve_main(int argc, char **argv)
 		route_shutdown();
 		return 1;
 	}
+	if (log_writer_start(S.conf->logs_store, S.conf->logs_queue, S.conf->logs_retention_ms,
+			     &S.logw, err, sizeof(err)) < 0) {
+		fprintf(stderr, "meridian: %s: logs.store: %s\n", S.conf_path, err);
+		conf_unref(S.conf);
+		route_shutdown();
+		return 1;
+	}
+	gw_set_log_writer(S.logw);
 	signal(SIGPIPE, SIG_IGN);
 	uv_mutex_init(&S.err_mu);
 	nworkers = S.conf->server.workers ? S.conf->server.workers : workers_default_count();
@@ -240,7 +255,8 @@ int serve_main(int argc, char **argv)
 	if (rc == 0)
 		rc = workers_start(&S.workers, nworkers, worker_start, worker_wake, NULL);
 	/* after the workers, so that a gateway port in use is the error reported first */
-	if (rc == 0 && (rc = ctl_start(S.conf, S.start_err, sizeof(S.start_err), &S.ctl)) != 0)
+	if (rc == 0 &&
+	    (rc = ctl_start(S.conf, S.logw, S.start_err, sizeof(S.start_err), &S.ctl)) != 0)
 		S.ctl = NULL;
 	if (rc != 0) {
 		fprintf(stderr, "meridian: %s\n", S.start_err);
@@ -263,6 +279,10 @@ out:
 	/* before route_shutdown(): its probes hold deployment states */
 	ctl_stop(S.ctl);
 	S.ctl = NULL;
+	/* every request has ended and pushed its record: what is queued goes to the store now */
+	log_writer_stop(S.logw, S.conf->server.shutdown_grace_ms + 5000);
+	S.logw = NULL;
+	gw_set_log_writer(NULL);
 	uv_loop_close(main_loop);
 	for (unsigned i = 0; i < nworkers; i++)
 		conf_unref(atomic_exchange(&S.pending[i], NULL));

@@ -237,8 +237,7 @@ function adminGet(port, p, headers = {}) {
 }
 
 describe('the dashboard served by the gateway', () => {
-	let us, eu, gw, adminPort, dir, browser, proxy;
-	let served = false; // the admin listener serves /dashboard/ itself
+	let us, eu, gw, adminPort, dir, browser;
 	const GLOBAL = 'api.test';
 	const got = []; // {id, status} of the requests made
 
@@ -272,7 +271,7 @@ prices: {grok-4: {input_per_mtok: 3, output_per_mtok: 15}}
 		});
 		await waitFor(() => adminGet(adminPort, '/healthz').then((r) => r.status === 200).catch(() => false),
 			{ timeoutMs: 5000 * SLOW, what: 'the admin listener' });
-		served = (await adminGet(adminPort, '/dashboard/')).status !== 404;
+		assert.equal((await adminGet(adminPort, '/dashboard/')).status, 200, 'the admin listener serves /dashboard/');
 
 		// traffic: two models, two regions, a stream, one upstream error
 		const sent = [
@@ -289,7 +288,6 @@ prices: {grok-4: {input_per_mtok: 3, output_per_mtok: 15}}
 	});
 	after(async () => {
 		await browser?.close();
-		await proxy?.close();
 		const errs = [];
 		for (const p of [gw, us, eu]) {
 			try {
@@ -302,11 +300,6 @@ prices: {grok-4: {input_per_mtok: 3, output_per_mtok: 15}}
 	});
 
 	test('the admin listener serves the embedded page: types, gzip, the bare path, unknown files', async (t) => {
-		if (!served) {
-			// TODO(issue 6): drop this skip once src/ctl/ctl.c serves /dashboard/ (src/ctl/dash.h)
-			t.skip('the admin listener does not serve /dashboard/ yet');
-			return;
-		}
 		const index = await adminGet(adminPort, '/dashboard/');
 		assert.equal(index.status, 200);
 		assert.match(index.headers['content-type'], /^text\/html/);
@@ -338,13 +331,7 @@ prices: {grok-4: {input_per_mtok: 3, output_per_mtok: 15}}
 			return r.status === 200 && JSON.parse(r.body).data.length >= got.length;
 		}, { timeoutMs: 10000 * SLOW, what: 'the log store to hold the requests' });
 
-		let origin = `http://127.0.0.1:${adminPort}`;
-		if (!served) {
-			// the page from the build tree, the API from the gateway (same origin through a proxy)
-			proxy = await startFakeAdmin({ proxy: adminPort });
-			origin = proxy.url;
-			t.diagnostic(`the admin listener does not serve /dashboard/ yet: page from ${origin}, API proxied to ${adminPort}`);
-		}
+		const origin = `http://127.0.0.1:${adminPort}`;
 		browser = await launch();
 		const page = await newPage(browser);
 		await page.goto(`${origin}/dashboard/`);
