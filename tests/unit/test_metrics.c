@@ -1165,8 +1165,12 @@ static void test_extra(void **state)
 	assert_int_equal(get_u(&e, "meridian_deployment_up", "provider", "xai", "region",
 			       "us-east-1", "deployment", "http://127.0.0.1:9001", NULL),
 			 1);
-	assert_non_null(find(&e, "meridian_deployment_latency_ewma_seconds", "provider", "xai",
-			     "region", "us-east-1", "deployment", "http://127.0.0.1:9001", NULL));
+	/* the first sample is the average: 20 ms */
+	assert_string_equal(find(&e, "meridian_deployment_latency_ewma_seconds", "provider", "xai",
+				 "region", "us-east-1", "deployment", "http://127.0.0.1:9001",
+				 NULL),
+			    "0.020000");
+	assert_int_equal(count_named(&e, "meridian_deployment_latency_ewma_seconds"), 1);
 	assert_int_equal(get_u(&e, "meridian_deployment_up", "provider", "xai", "region",
 			       "eu-west-1", "deployment", "http://127.0.0.1:9003", NULL),
 			 0);
