@@ -78,6 +78,7 @@ struct metrics_extra {
  * Appends a row per deployment of conf that route_attach() gave a state (provider order, then
  * deployment order), read from its live state with relaxed loads. The rows borrow conf's
  * strings: keep conf referenced until the render is done. Leaves has_logs and logs alone.
+ * To reuse x from one scrape to the next without allocating, set x->ndeps = 0 first.
  */
 void metrics_extra_from_conf(struct metrics_extra *x, const struct conf *conf);
 /* Frees the rows; x can be filled again afterwards. */
