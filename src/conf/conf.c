@@ -879,9 +879,9 @@ static int validate(struct walk *w, struct conf *c)
 					"unix://");
 	if (!(strncmp(c->logs_store, "sqlite:", 7) == 0 && c->logs_store[7]) &&
 	    strncmp(c->logs_store, "postgres://", 11) &&
-	    strncmp(c->logs_store, "postgresql://", 13))
+	    strncmp(c->logs_store, "postgresql://", 13) && strcmp(c->logs_store, "off"))
 		return conf__fail_field(w, &c->logs_store,
-					"expected \"sqlite:PATH\" or a postgres:// URL");
+					"expected \"sqlite:PATH\", a postgres:// URL or \"off\"");
 	return 0;
 }
 

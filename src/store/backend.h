@@ -14,7 +14,7 @@
  * and a store migrates older versions forward at open):
  *
  *   requests(
- *     id TEXT PRIMARY KEY,            -- the request id; a replayed record is ignored, not doubled
+ *     id TEXT NOT NULL,               -- the request id (a client may reuse one: not unique)
  *     ts_us BIGINT NOT NULL,
  *     account TEXT, gateway TEXT, provider TEXT, model TEXT, model_served TEXT,
  *     endpoint TEXT, region_requested TEXT, region TEXT, method TEXT, path TEXT, surface TEXT,
@@ -24,9 +24,10 @@
  *     cache TEXT, metadata TEXT, attempts TEXT,  -- attempts: a JSON array (log_json_attempts)
  *     request_body TEXT, response_body TEXT)
  *
- * with indexes on (ts_us), (account, ts_us), (model, ts_us), (region, ts_us), (provider, ts_us),
- * (gateway, ts_us), (status, ts_us) so that a filtered page or a stats query over a million
- * records stays under a second.
+ * with an index on ts_us (SQLite: covering the columns filters and stats read) and one on id, so
+ * that a filtered page or a stats query over a million records stays under a second; every
+ * further index costs every request on the writer thread. PostgreSQL may keep (id, ts_us)
+ * unique, to ignore a batch replayed after a commit whose answer was lost.
  */
 
 struct log_backend_ops {

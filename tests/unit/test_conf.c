@@ -483,9 +483,9 @@ static const struct bad bad[] = {
 	 "t.yaml:7:14: key 'redis.url': rediss:// (TLS) is not supported: this build's hiredis "
 	 "(0.14) has no TLS; use redis:// over a trusted network or unix://"},
 	{BASE "logs: {store: \"mysql://u:secret@h/db\"}\n",
-	 "t.yaml:7:15: key 'logs.store': expected \"sqlite:PATH\" or a postgres:// URL"},
+	 "t.yaml:7:15: key 'logs.store': expected \"sqlite:PATH\", a postgres:// URL or \"off\""},
 	{BASE "logs: {store: \"sqlite:\"}\n",
-	 "t.yaml:7:15: key 'logs.store': expected \"sqlite:PATH\" or a postgres:// URL"},
+	 "t.yaml:7:15: key 'logs.store': expected \"sqlite:PATH\", a postgres:// URL or \"off\""},
 	/* YAML itself */
 	{"listen:\n  - address: 127.0.0.1:8080\n   region: x\n",
 	 "t.yaml:3:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at line 2, column 3)"},

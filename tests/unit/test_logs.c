@@ -673,15 +673,17 @@ static void test_sqlite_writer(void **state)
 	assert_int_equal(count_rows(NULL), 5000);
 	assert_int_equal(count_rows("WHERE id = 'req-004999' AND attempts LIKE '[{%'"), 1);
 
-	/* replay: the same ids are ignored, new ones added */
+	/* a second writer on the same file appends; an id seen again (a client that sends the
+	 * same x-request-id twice) is a second request, logged again */
 	assert_int_equal(log_writer_start(spec, 16384, 0, &w, err, sizeof(err)), 0);
-	push_n(w, 5000, ts0, 0);
 	push_n(w, 10, ts0, 5000);
+	push_n(w, 1, ts0, 0);
 	assert_true(wait_for(w, three_errors, 200) == false);
 	log_writer_stats(w, &st);
 	assert_int_equal(st.store_errors, 0);
 	log_writer_stop(w, 5000);
-	assert_int_equal(count_rows(NULL), 5010);
+	assert_int_equal(count_rows(NULL), 5011);
+	assert_int_equal(count_rows("WHERE id = 'req-000000'"), 2);
 
 	/* the file is WAL and carries its schema version */
 	sqlite3 *db;
@@ -1205,7 +1207,7 @@ static void test_million(void **state)
 		nidx++;
 	}
 	sqlite3_finalize(ins);
-	assert_int_equal(nidx, 7);
+	assert_int_equal(nidx, 2);
 	assert_int_equal(sqlite3_exec(db, drop.data, NULL, NULL, NULL), SQLITE_OK);
 	buf_release(&drop);
 	assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
