@@ -75,6 +75,7 @@ struct gw_req {
 	struct route_plan plan;
 	const char *extra_name, *extra_value;  /* one more header on an error answer */
 	bool xlate;                            /* the upstream speaks the other format */
+	struct iov path_native;                /* the upstream path in the client's own format */
 	struct xlate_req xinfo;
 	struct xlate_stream xs;
 	bool xs_live;                          /* xs holds a stream's state */
@@ -1681,39 +1682,72 @@ static int resolve_unified_model(struct gw_req *g)
 
 /* A provider is reached in the client's format when it speaks it; otherwise chat completions
  * and messages are translated (docs/translation.md), and anything else is refused. */
-static int check_provider_api(struct gw_req *g)
+/* Sets g up for g->provider: the client's format as is, or translated when the provider lacks
+ * it (chat completions and messages only). On failure returns -1 with the status, code, param
+ * and message the client would get, and leaves g as it was. */
+static int use_provider_api(struct gw_req *g, int *status, const char **code, const char **param,
+			    struct xlate_refusal *why, char *msg, size_t msglen)
 {
 	bool anthropic = g->route.ep == API_EP_MESSAGES || g->route.ep == API_EP_COUNT_TOKENS;
 	bool openai = g->route.json_body && !anthropic;
-	struct xlate_refusal why;
-	char msg[200];
+	struct xlate_req info;
 
+	if (!g->path_native.base)
+		g->path_native = g->route.upstream_path;
 	if (!((anthropic && !(g->provider->api & CONF_API_ANTHROPIC)) ||
-	      (openai && !(g->provider->api & CONF_API_OPENAI))))
+	      (openai && !(g->provider->api & CONF_API_OPENAI)))) {
+		if (g->xlate) {
+			/* a fallback back to a provider of the client's own format */
+			free(g->out_body);
+			g->out_body = json_dumps(g->body, JSON_COMPACT);
+			g->out_body_len = g->out_body ? strlen(g->out_body) : 0;
+			g->route.upstream_path = g->path_native;
+			g->xlate = false;
+		}
 		return 0;
+	}
+	*param = NULL;
 	if ((g->route.ep != API_EP_MESSAGES && g->route.ep != API_EP_CHAT) ||
 	    !(g->provider->api & (anthropic ? CONF_API_OPENAI : CONF_API_ANTHROPIC))) {
-		snprintf(msg, sizeof(msg), "provider '%s' does not speak the %s API", g->provider->name,
+		snprintf(msg, msglen, "provider '%s' does not speak the %s API", g->provider->name,
 			 anthropic ? "Anthropic Messages" : "OpenAI");
-		send_error(g, 400, "unsupported_api", NULL, msg);
+		*status = 400, *code = "unsupported_api";
 		return -1;
 	}
-	json_t *up = xlate_request(g->route.format, g->body, &g->xinfo, &why);
+	json_t *up = xlate_request(g->route.format, g->body, &info, why);
 	if (!up) {
-		send_error(g, 400, "invalid_request", why.param[0] ? why.param : NULL, why.message);
+		snprintf(msg, msglen, "%s", why->message);
+		*status = 400, *code = "invalid_request";
+		*param = why->param[0] ? why->param : NULL;
+		return -1;
+	}
+	char *text = json_dumps(up, JSON_COMPACT);
+	json_decref(up);
+	if (!text) {
+		snprintf(msg, msglen, "could not serialise the request");
+		*status = 500, *code = "internal_error";
 		return -1;
 	}
 	free(g->out_body);
-	g->out_body = json_dumps(up, JSON_COMPACT);
-	json_decref(up);
-	if (!g->out_body) {
-		send_error(g, 500, "internal_error", NULL, "could not serialise the request");
-		return -1;
-	}
-	g->out_body_len = strlen(g->out_body);
+	g->out_body = text;
+	g->out_body_len = strlen(text);
+	g->xinfo = info;
 	g->route.upstream_path = iov_of(xlate_upstream_path(g->route.format));
 	g->xlate = true;
 	return 0;
+}
+
+static int check_provider_api(struct gw_req *g)
+{
+	int status;
+	const char *code, *param;
+	struct xlate_refusal why;
+	char msg[400];
+
+	if (use_provider_api(g, &status, &code, &param, &why, msg, sizeof(msg)) == 0)
+		return 0;
+	send_error(g, status, code, param, msg);
+	return -1;
 }
 
 static bool account_allows(const struct conf_account *a, const char *region)
@@ -2102,9 +2136,14 @@ static bool next_step(struct gw_req *g)
 		const struct conf_provider *p = sl ? conf_provider(g->conf, st, (size_t)(sl - st))
 						   : g->provider;
 		const char *model = sl ? sl + 1 : st;
-		if (!p || !provider_speaks(p, &g->route)) {
-			log_info("request %s: fallback '%s' skipped: it does not speak the client's "
-				 "API", g->request_id, st);
+		const struct conf_provider *was = g->provider;
+		int status;
+		const char *code, *param;
+		struct xlate_refusal why;
+		char msg[400];
+		if (!p) {
+			log_info("request %s: fallback '%s' skipped: no such provider", g->request_id,
+				 st);
 			continue;
 		}
 		json_object_set_new(g->body, "model", json_string(model));
@@ -2113,6 +2152,13 @@ static bool next_step(struct gw_req *g)
 		g->out_body = json_dumps(g->body, JSON_COMPACT);
 		g->out_body_len = g->out_body ? strlen(g->out_body) : 0;
 		g->provider = p;
+		/* a provider of the other format is reached through translation, as a first
+		 * choice would be */
+		if (use_provider_api(g, &status, &code, &param, &why, msg, sizeof(msg)) < 0) {
+			log_info("request %s: fallback '%s' skipped: %s", g->request_id, st, msg);
+			g->provider = was;
+			continue;
+		}
 		struct route_query q = query_of(g);
 		if (!g->out_body || route_plan(&q, &g->plan) == ROUTE_NO_MODEL)
 			continue;

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
 import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, postJson, freePort } from './lib/harness.mjs';
 
 const KEY = 'mrd_retries-test-key-acme-0123456789abcdef';
@@ -29,10 +30,11 @@ function hold(mock, ms) {
 }
 
 describe('retries and fallbacks', () => {
-	let xai, oai, gw, base, deadPort;
+	let xai, oai, ant, gw, base, deadPort;
 	before(async () => {
 		xai = await startMock({ region: 'us-east-1', models: ['grok-4', 'grok-3-mini'], args: ['--max-inflight', '1'] });
 		oai = await startMock({ region: 'us-east-1', models: ['gpt-4o'], args: ['--api', 'openai'] });
+		ant = await startMock({ region: 'us-east-1', models: ['claude-x'], args: ['--api', 'anthropic'] });
 		deadPort = await freePort();
 		gw = await startGateway({
 			yaml: (port) => `
@@ -50,6 +52,10 @@ providers:
     api: [openai]
     auth: {mode: inject, key_env: XAI_API_KEY}
     deployments: [{region: us-east-1, url: "${oai.url}", models: [gpt-4o]}]
+  claude:
+    api: [anthropic]
+    auth: {mode: inject, key_env: XAI_API_KEY}
+    deployments: [{region: us-east-1, url: "${ant.url}", models: [claude-x]}]
   flaky:
     api: [openai]
     auth: {mode: inject, key_env: XAI_API_KEY}
@@ -63,6 +69,8 @@ gateways:
       grok-5: [grok-3-mini]
       grok-9: [grok-8, openai/gpt-4o]
       flaky-1: [openai/gpt-4o]
+      grok-10: [claude/claude-x]
+      grok-11: [openai/gpt-4o]
 routing: {circuit_failures: 100, probe_interval: 1h, timeouts: {connect: 1s, first_byte: 5s, idle: 5s, total: 20s}}
 `,
 		});
@@ -72,6 +80,31 @@ routing: {circuit_failures: 100, probe_interval: 1h, timeouts: {connect: 1s, fir
 		await gw?.stop();
 		await xai?.stop();
 		await oai?.stop();
+		await ant?.stop();
+	});
+
+	test('a fallback to a provider of the other format goes through translation, both ways', async () => {
+		// an OpenAI client whose chain ends at an Anthropic-only provider
+		await ant.reset();
+		const c = new OpenAI({ baseURL: `${base}/v1/acme/prod/grok/v1`, apiKey: KEY, maxRetries: 0 });
+		const { data, response } = await c.chat.completions.create(chat('grok-10')).withResponse();
+		assert.equal(data.object, 'chat.completion');
+		assert.ok(data.choices[0].message.content);
+		assert.equal(response.headers.get('x-meridian-model'), 'claude-x');
+		const st = await ant.stats();
+		assert.equal(st.last_request.path, '/v1/messages');
+		assert.equal(st.last_request.model, 'claude-x');
+		const chunks = [];
+		for await (const ch of await c.chat.completions.create({ ...chat('grok-10'), stream: true })) chunks.push(ch);
+		assert.ok(chunks.some((ch) => ch.choices?.[0]?.finish_reason), 'a translated stream ends with its finish_reason');
+		// an Anthropic client whose chain ends at an OpenAI-only provider
+		await oai.reset();
+		const a = new Anthropic({ baseURL: `${base}/v1/acme/prod/grok`, apiKey: KEY, maxRetries: 0 });
+		const m = await a.messages.create({ model: 'grok-11', max_tokens: 32, messages: [{ role: 'user', content: 'hi' }] });
+		assert.equal(m.type, 'message');
+		assert.ok(m.content[0].text);
+		assert.equal((await oai.stats()).last_request.path, '/v1/chat/completions');
+		assert.equal((await oai.stats()).last_request.model, 'gpt-4o');
 	});
 
 	test('a model served nowhere falls back along the chain; x-meridian-model names the one that served', async () => {
