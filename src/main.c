@@ -1,4 +1,4 @@
-/* main.c - the meridian command: dispatch to serve, check, mock, key */
+/* main.c - the meridian command: dispatch to serve, check, mock, key, logs, stats */
 #include <stdio.h>
 #include <string.h>
 
@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "mock/mock.h"
 #include "serve/serve.h"
+#include "store/cli.h"
 
 static void usage(FILE *f)
 {
@@ -14,6 +15,8 @@ static void usage(FILE *f)
 	      "\n"
 	      "  serve  [-c meridian.yaml]   run the gateway\n"
 	      "  check  [-c meridian.yaml]   validate a config and print what it says\n"
+	      "  logs   [filters] [ID]       print the request log, or follow it (-f)\n"
+	      "  stats  [filters]            requests, errors, tokens, cost, latency over time\n"
 	      "  mock   [options]            an OpenAI- and Anthropic-compatible test upstream\n"
 	      "  key    new | hash KEY       make a gateway key, or hash one for the config\n"
 	      "  version                     print the version\n"
@@ -44,6 +47,10 @@ int main(int argc, char **argv)
 		return conf_check_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "mock"))
 		return mock_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "logs"))
+		return logs_cli_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "stats"))
+		return stats_cli_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "key"))
 		return key_main(argc - 1, argv + 1);
 	fprintf(stderr, "meridian: unknown command '%s'\n\n", cmd);
