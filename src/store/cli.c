@@ -334,11 +334,13 @@ static const char *jstr(const json_t *o, const char *k)
 	return s ? s : "-";
 }
 
-/* A JSON number or null as text: integers as they are, reals with decimals. */
+/* A JSON number as text with that many decimals (0: an integer as it is); null as "-". */
 static void jnum(char *dst, size_t n, const json_t *v, int decimals)
 {
-	if (json_is_integer(v))
+	if (json_is_integer(v) && !decimals)
 		snprintf(dst, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else if (json_is_integer(v))
+		snprintf(dst, n, "%.*f", decimals, (double)json_integer_value(v));
 	else if (json_is_real(v))
 		snprintf(dst, n, "%.*f", decimals, json_real_value(v));
 	else
@@ -369,7 +371,7 @@ static void log_cells(const json_t *rec, const char *cells[NCOLS], char storage[
 	jnum(storage[0], 32, json_object_get(rec, "status"), 0);
 	cells[5] = storage[0];
 	cells[6] = jstr(rec, "termination");
-	jnum(storage[1], 32, json_object_get(rec, "latency_ms"), 1);
+	jnum(storage[1], 32, json_object_get(rec, "latency_ms"), 3);
 	cells[7] = storage[1];
 	jnum(storage[2], 32, json_object_get(rec, "tokens_in"), 0);
 	cells[8] = storage[2];
@@ -707,8 +709,8 @@ static void stat_cells(const json_t *p, const char *label, char cells[NSTAT][48]
 	jnum(cells[3], 48, json_object_get(p, "tokens_in"), 0);
 	jnum(cells[4], 48, json_object_get(p, "tokens_out"), 0);
 	jnum(cells[5], 48, json_object_get(p, "cost_usd"), 6);
-	jnum(cells[6], 48, json_object_get(p, "p50_ms"), 1);
-	jnum(cells[7], 48, json_object_get(p, "p95_ms"), 1);
+	jnum(cells[6], 48, json_object_get(p, "p50_ms"), 3);
+	jnum(cells[7], 48, json_object_get(p, "p95_ms"), 3);
 	if (json_is_number(hr))
 		snprintf(cells[8], 48, "%.1f%%", json_number_value(hr) * 100);
 	else
