@@ -216,20 +216,48 @@ static int parse_args(struct cli *cli, int argc, char **argv)
 		bool ok = true;
 
 		switch (opt) {
-		case 'c': cli->conf_path = optarg; break;
-		case OPT_STORE: cli->store = optarg; break;
-		case OPT_SINCE: ok = parse_time_us(optarg, &f->since_us); break;
-		case OPT_UNTIL: ok = parse_time_us(optarg, &f->until_us); break;
-		case OPT_ACCOUNT: f->account = optarg; break;
-		case OPT_GATEWAY: f->gateway = optarg; break;
-		case OPT_PROVIDER: f->provider = optarg; break;
-		case OPT_MODEL: f->model = optarg; break;
-		case OPT_REGION: f->region = optarg; break;
-		case OPT_STATUS: ok = parse_status(optarg, f); break;
-		case OPT_TERMINATION: f->termination = optarg; break;
-		case 'q': f->q = optarg; break;
-		case OPT_JSON: cli->json = true; break;
-		case 'f': cli->follow = true; break;
+		case 'c':
+			cli->conf_path = optarg;
+			break;
+		case OPT_STORE:
+			cli->store = optarg;
+			break;
+		case OPT_SINCE:
+			ok = parse_time_us(optarg, &f->since_us);
+			break;
+		case OPT_UNTIL:
+			ok = parse_time_us(optarg, &f->until_us);
+			break;
+		case OPT_ACCOUNT:
+			f->account = optarg;
+			break;
+		case OPT_GATEWAY:
+			f->gateway = optarg;
+			break;
+		case OPT_PROVIDER:
+			f->provider = optarg;
+			break;
+		case OPT_MODEL:
+			f->model = optarg;
+			break;
+		case OPT_REGION:
+			f->region = optarg;
+			break;
+		case OPT_STATUS:
+			ok = parse_status(optarg, f);
+			break;
+		case OPT_TERMINATION:
+			f->termination = optarg;
+			break;
+		case 'q':
+			f->q = optarg;
+			break;
+		case OPT_JSON:
+			cli->json = true;
+			break;
+		case 'f':
+			cli->follow = true;
+			break;
 		case OPT_LIMIT: {
 			char *end;
 			long long n;

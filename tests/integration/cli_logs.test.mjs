@@ -6,7 +6,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { run, waitFor, sleep, BIN, SLOW } from './lib/harness.mjs';
-import { call, bearer, chat } from './lib/accounts.mjs';
+import { call, bearer, chat, hammer } from './lib/accounts.mjs';
 import { startLogStack, GLOBAL, ADMIN_TOKEN } from './lib/logs.mjs';
 
 const jsonLines = (out) => out.split('\n').filter((l) => l).map((l) => JSON.parse(l));
@@ -213,5 +213,26 @@ describe('meridian logs and meridian stats', () => {
 			assert.equal(noConf.code, 1);
 			assert.ok(noConf.stderr.length > 0);
 		}
+	});
+	// last: it adds 1000 records that the counts above do not expect
+	test('more than a page (1000): --limit pages through next_cursor, none twice or skipped', async () => {
+		const res = await hammer({
+			loops: 8, total: 1000, deadlineMs: 60000 * SLOW,
+			send: (i, ag) => call({ port: s.gw.port, agent: ag, headers: { ...bearer(s.key), host: `us-east-1.${GLOBAL}` }, body: chat({ content: `page ${i}` }) }),
+		});
+		for (const r of res) assert.equal(r?.status, 200, r?.error?.message);
+		const total = made.length + 1000;
+		await waitFor(async () => (await cli(['stats', ...store(), '--json'])).stdout.includes(`"requests":${total},`),
+			{ timeoutMs: 10000 * SLOW, intervalMs: 100, what: `${total} records in the store` });
+		const all = await cli(['logs', ...store(), '--json', '--limit', '5000']);
+		assert.equal(all.code, 0, all.stderr);
+		const ids = jsonLines(all.stdout).map((x) => x.id);
+		assert.equal(ids.length, total);
+		assert.equal(new Set(ids).size, total);
+		for (const r of res) assert.ok(ids.includes(r.headers['x-request-id']));
+		const some = await cli(['logs', ...store(), '--json', '--limit', '1003']);
+		assert.deepEqual(jsonLines(some.stdout).map((x) => x.id), ids.slice(0, 1003));
+		const table = await cli(['logs', ...store(), '--limit', '1001', '--region', 'us-east-1']);
+		assert.equal(table.stdout.trimEnd().split('\n').length, 1 + 1001);
 	});
 });
