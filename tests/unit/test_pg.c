@@ -1185,6 +1185,16 @@ static void test_million(void **state)
 	sq.filter.region = "us-east-1";
 	sq.filter.since_us = base + span - 86400LL * 1000000;
 	timed(rd, 1, &sq, "stats by provider, hourly, one region's last day", &b);
+	/* a point per second over a month is refused, in bounded time, and nothing written */
+	sq.bucket_us = 1000000;
+	sq.filter.since_us = 0;
+	buf_reset(&b);
+	t0 = now_ms();
+	assert_int_equal(log_pg_ops.stats(rd, &sq, &b, err, sizeof(err)), -1);
+	printf("million: too many points refused in %" PRIu64 " ms: %s\n", now_ms() - t0, err);
+	assert_non_null(strstr(err, "too many points"));
+	assert_int_equal(b.len, 0);
+	assert_true(now_ms() - t0 < 10000);
 	/* and everything in one bucket: the dashboard's totals */
 	memset(&sq, 0, sizeof(sq));
 	timed(rd, 1, &sq, "stats, one bucket, all records", &b);
@@ -1219,5 +1229,7 @@ int main(void)
 	};
 
 	setvbuf(stdout, NULL, _IONBF, 0);
+	if (getenv("TEST_FILTER")) /* e.g. TEST_FILTER=test_schema: one test while working on it */
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
