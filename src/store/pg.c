@@ -396,16 +396,18 @@ static int ensure(struct pg *p, char *err, size_t errlen)
 	} else {
 		int v;
 		bool broken;
-		PGresult *res = exec(p, "SELECT max(version) FROM meridian_schema", 0, NULL,
+		/* the table's absence by name, not by an error message in the server's language */
+		PGresult *res = exec(p, "SELECT to_regclass('meridian_schema') IS NULL", 0, NULL,
 				     "cannot read the log store", &broken, err, errlen);
-		if (!res) {
-			if (strstr(err, "meridian_schema\" does not exist"))
+		bool none = res && col_bool(res, 0, 0);
+
+		PQclear(res);
+		if (!res || none || schema_version(p, &v, err, errlen) < 0) {
+			if (none)
 				snprintf(err, errlen, "log store holds no request log (yet)");
 			drop(p);
 			return -1;
 		}
-		v = PQntuples(res) ? (int)col_int(res, 0, 0) : 0;
-		PQclear(res);
 		if (v != LOG_SCHEMA_VERSION) {
 			snprintf(err, errlen, "log store has schema version %d, this Meridian reads %d"
 					      " (start the server once to migrate it)", v, LOG_SCHEMA_VERSION);
@@ -604,21 +606,27 @@ static void copy_row(struct pg *p, const struct log_record *r)
 	put_text(b, r->response_body);
 }
 
-/* Hands p->copy to libpq, waiting (within the deadline) while its buffer is full. */
-static int copy_send(struct pg *p, uint64_t deadline, char *why, size_t whylen)
+/*
+ * Hands p->copy to libpq and sends it, within the deadline. libpq grows its buffer rather than
+ * refuse data, so each piece is flushed before the next is made: its memory stays about one
+ * piece, and the deadline bounds each piece, not the whole batch (a large batch on a slow link
+ * takes longer in all).
+ */
+static int copy_send(struct pg *p, char *why, size_t whylen)
 {
+	uint64_t deadline = mono_ms() + (uint64_t)p->io_ms;
 	int rc;
 
 	while ((rc = PQputCopyData(p->conn, p->copy.data, (int)p->copy.len)) == 0) {
 		if (wait_sock(p, true, deadline, why, whylen) < 0)
 			return -1;
-		if (!PQconsumeInput(p->conn) || PQflush(p->conn) < 0)
+		if (!PQconsumeInput(p->conn))
 			return lost(p, why, whylen);
 	}
 	if (rc < 0)
 		return lost(p, why, whylen);
 	buf_reset(&p->copy);
-	return 0;
+	return flush_out(p, deadline, why, whylen);
 }
 
 /* The COPY data of recs, after COPY ... FROM STDIN was answered. */
@@ -633,15 +641,13 @@ static int copy_data(struct pg *p, struct log_record *const *recs, size_t n, cha
 	buf_append(&p->copy, hdr, sizeof(hdr));
 	for (size_t i = 0; i < n; i++) {
 		copy_row(p, recs[i]);
-		/* the deadline bounds each wait, not the batch: a large one takes longer in all */
-		if (p->copy.len >= COPY_CHUNK &&
-		    copy_send(p, mono_ms() + (uint64_t)p->io_ms, why, whylen) < 0)
+		if (p->copy.len >= COPY_CHUNK && copy_send(p, why, whylen) < 0)
 			return -1;
 	}
 	put_be(&p->copy, UINT16_MAX, 2); /* the trailer: -1 */
-	deadline = mono_ms() + (uint64_t)p->io_ms;
-	if (copy_send(p, deadline, why, whylen) < 0)
+	if (copy_send(p, why, whylen) < 0)
 		return -1;
+	deadline = mono_ms() + (uint64_t)p->io_ms;
 	while ((rc = PQputCopyEnd(p->conn, NULL)) == 0)
 		if (wait_sock(p, true, deadline, why, whylen) < 0)
 			return -1;

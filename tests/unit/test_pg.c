@@ -887,6 +887,45 @@ static void test_replay(void **state)
 	log_pg_ops.close_reader(rd);
 	log_record_free(bad[0]);
 
+	/* a batch of many COPY pieces: 200 records with 64 KiB bodies each way (25 MiB) */
+	{
+		char *big = xmalloc(65537), *big2 = xmalloc(65537);
+		struct log_record *br[200];
+		json_t *jb;
+
+		memset(big, 'a', 65536);
+		big[65536] = '\0';
+		for (int i = 0; i < 65536; i += 2)
+			memcpy(big2 + i, "\xc3\xa9", 2); /* é, cut nowhere */
+		big2[65536] = '\0';
+		for (int i = 0; i < 200; i++) {
+			memset(&t, 0, sizeof(t));
+			snprintf(t.id, sizeof(t.id), "big-%03d", i);
+			t.ts_us = 1800000000000000 + i;
+			t.request_body = big;
+			t.response_body = big2;
+			br[i] = log_record_new(&t);
+		}
+		if (log_pg_ops.write(h, br, 200, err, sizeof(err)) != 0)
+			fail_msg("write: %s", err);
+		assert_int_equal(count_rows("t_replay", "WHERE id LIKE 'big-%' AND length(request_body)"
+						       " = 65536 AND length(response_body) = 32768"), 200);
+		rd = log_pg_ops.open_reader(spec, err, sizeof(err));
+		buf_reset(&b);
+		assert_int_equal(log_pg_ops.get(rd, "big-123", &b, err, sizeof(err)), 0);
+		jb = parse(&b);
+		assert_string_equal(json_string_value(json_object_get(jb, "request_body")), big);
+		assert_string_equal(json_string_value(json_object_get(jb, "response_body")), big2);
+		json_decref(jb);
+		log_pg_ops.close_reader(rd);
+		free_recs(br, 200);
+		free(big);
+		free(big2);
+		PGconn *cb = admin("t_replay");
+		sql(cb, "DELETE FROM requests WHERE id LIKE 'big-%'");
+		PQfinish(cb);
+	}
+
 	/* prune: in chunks of 5000, everything before the bound and nothing after */
 	PGconn *c = admin("t_replay");
 	sql(c, "INSERT INTO requests(id, ts_us) SELECT 'old-' || i, 1600000000000000 + i"
