@@ -1,10 +1,12 @@
 /* fuzz_xlate.c - translation of any request, answer, error or stream: no crash, no leak, and
- * client streams that are whole, well-ordered and the same however the upstream was split */
+ * client streams that are whole, well-ordered, the same however the upstream was split and the
+ * same whether events are read by the scanner or through a jansson tree */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "xlate/scan.h"
 #include "xlate/xlate.h"
 
 /* Input: mode byte, flags byte, 8 split bytes, then the payload (a JSON body or SSE bytes). */
@@ -177,7 +179,7 @@ static int on_client(const struct sse_event *ev, void *ud)
 static void stream(enum api_format to, bool complete, const uint8_t *data, size_t size,
 		   const uint8_t *splits)
 {
-	struct buf whole = BUF_INIT, split = BUF_INIT;
+	struct buf whole = BUF_INIT, split = BUF_INIT, tree = BUF_INIT;
 	struct sse_parser p;
 	struct check c = {to, 0, false, false, 0};
 
@@ -186,6 +188,13 @@ static void stream(enum api_format to, bool complete, const uint8_t *data, size_
 	/* the same bytes out, whatever the upstream's split points */
 	if (rc1 != rc2 || whole.len != split.len ||
 	    (whole.len && memcmp(whole.data, split.data, whole.len)))
+		abort();
+	/* the scanner reads what the tree reads, or leaves the event to it */
+	xlate__scan_off = true;
+	int rc3 = translate(to, complete, data, size, splits, 0, &tree);
+	xlate__scan_off = false;
+	if (rc1 != rc3 || whole.len != tree.len ||
+	    (whole.len && memcmp(whole.data, tree.data, whole.len)))
 		abort();
 	sse_parser_init(&p, 0);
 	if (sse_feed(&p, whole.data ? whole.data : "", whole.len, on_client, &c, NULL) != 0 ||
@@ -197,6 +206,7 @@ static void stream(enum api_format to, bool complete, const uint8_t *data, size_
 	sse_parser_release(&p);
 	buf_release(&whole);
 	buf_release(&split);
+	buf_release(&tree);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -10,6 +10,8 @@
 
 #include "core/buf.h"
 #include "http/sse.h"
+#include "core/alloc.h"
+#include "xlate/scan.h"
 #include "xlate/xlate.h"
 
 /* ---- helpers ---- */
@@ -1308,6 +1310,231 @@ static void test_stream_bounded(void **state)
 	buf_release(&up);
 }
 
+/* ---- the stream scanner: the same translation as the tree, or none ---- */
+
+/* Translates up (fed in 7-byte pieces) with the scanner and (whole) through the tree only;
+ * asserts the same bytes and results; returns the scanner's output in out. */
+static void scan_same(enum api_format to, const char *up, struct buf *out)
+{
+	struct xlate_req info = {true, true};
+	struct xlate_stream s;
+	struct buf tree = BUF_INIT;
+	int rc[2], fin[2];
+
+	for (int off = 0; off < 2; off++) {
+		struct buf *b = off ? &tree : out;
+		xlate__scan_off = off;
+		xlate_stream_init(&s, to, &info, NULL, "seed-1");
+		s.created = 1;
+		rc[off] = feed_stream(&s, up, off ? 0 : 7, SIZE_MAX, b);
+		fin[off] = xlate_stream_finish(&s, true, b);
+		xlate_stream_release(&s);
+	}
+	xlate__scan_off = false;
+	assert_int_equal(rc[0], rc[1]);
+	assert_int_equal(fin[0], fin[1]);
+	if (out->len != tree.len || memcmp(out->data, tree.data, out->len))
+		fail_msg("scanner:\n%.*s\ntree:\n%.*s", (int)out->len, out->data, (int)tree.len,
+			 tree.data);
+	buf_release(&tree);
+}
+
+#define OAI_FIRST OAI_DELTA("{\"role\":\"assistant\",\"content\":\"\"}")
+#define OAI_RAW(c) "data: " c "\n\n"
+#define OAI_END OAI_FINISH("stop") "data: [DONE]\n\n"
+#define ANT_FIRST ANT("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"m\"," \
+	"\"model\":\"claude\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}") \
+	ANT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0," \
+	"\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
+#define ANT_TEXT(t) ANT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0," \
+	"\"delta\":{\"type\":\"text_delta\",\"text\":\"" t "\"}}")
+#define ANT_END ANT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}") \
+	ANT("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":" \
+	"\"end_turn\"},\"usage\":{\"output_tokens\":9}}") \
+	ANT("message_stop", "{\"type\":\"message_stop\"}")
+
+/* Escapes and unicode are decoded and written again as the tree writes them. */
+static void test_stream_scan_escapes(void **state)
+{
+	struct buf out = BUF_INIT;
+	struct cevs c;
+	/* every escape, \u of one to three bytes, a surrogate pair, raw UTF-8 */
+#define ESC "a\\\"b\\\\c\\/d\\n\\r\\t\\b\\f\\u0001\\u001f\\u007f\\u00e9" \
+				  "\\u4E2D\\ud83d\\ude00 \xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80 \\u0022"
+	static const char dec[] = "a\"b\\c/d\n\r\t\b\f\x01\x1f\x7f\xc3\xa9\xe4\xb8\xad"
+				  "\xf0\x9f\x98\x80 \xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80 \"";
+
+	scan_same(API_ANTHROPIC, OAI_FIRST OAI_DELTA("{\"content\":\"" ESC "\"}") OAI_END, &out);
+	parse_client(&out, &c);
+	assert_string_equal(jstr(c.ev[2].data, "delta.text"), dec);
+	/* the tree's spelling: short escapes for \n \r \t, \u00XX for other controls */
+	assert_non_null(strstr(out.data, "\\n\\r\\t\\u0008\\u000c\\u0001\\u001f\x7f"));
+	cevs_free(&c);
+	buf_reset(&out);
+
+	scan_same(API_OPENAI, ANT_FIRST ANT_TEXT(ESC) ANT_END, &out);
+	parse_client(&out, &c);
+	const json_t *ch = json_array_get(json_object_get(c.ev[1].data, "choices"), 0);
+	assert_string_equal(jstr(ch, "delta.content"), dec);
+	cevs_free(&c);
+	buf_release(&out);
+}
+
+/* Streams the providers send, in pieces: the same whichever reader. */
+static void test_stream_scan_samples(void **state)
+{
+	static const char *const oai[] = {oai_text_stream, oai_tool_stream};
+	static const char *const ant[] = {ant_text_stream, ant_tool_stream};
+	struct buf out = BUF_INIT;
+
+	for (size_t i = 0; i < 2; i++) {
+		scan_same(API_ANTHROPIC, oai[i], &out);
+		buf_reset(&out);
+		scan_same(API_OPENAI, ant[i], &out);
+		buf_reset(&out);
+	}
+	buf_release(&out);
+}
+
+/* Chunks the scanner leaves to the tree (or reads the same way): whatever they are, the client
+ * gets the same bytes. */
+static void test_stream_scan_unusual(void **state)
+{
+	static const char *const oai[] = {
+		/* duplicate members: the tree keeps the last */
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}",
+		"{\"choices\":[],\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}",
+		/* a member name spelled with an escape */
+		"{\"choices\":[{\"index\":0,\"delta\":{\"cont\\u0065nt\":\"b\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"},"
+		"\"finish_reason\":\"len\\u0067th\"}]}",
+		/* numbers: big, exponent, fraction, negative */
+		"{\"x\":123456789012345678901234,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}",
+		"{\"x\":1e999,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}",
+		"{\"x\":-1.5,\"choices\":[{\"index\":0.0,\"delta\":{\"content\":\"b\"}}]}",
+		"{\"choices\":[{\"index\":-1,\"delta\":{\"content\":\"b\"}}]}",
+		"{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"b\"}}]}",
+		"{\"choices\":[{\"index\":01,\"delta\":{\"content\":\"b\"}}]}",
+		/* invalid or refused strings */
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\u0000b\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\ud83db\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\ude00b\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\xc0\xafz\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\xed\xa0\x80z\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\tb\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\xb\"}}]}",
+		/* shapes */
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}},{\"index\":0,"
+		"\"delta\":{\"content\":\"b\"}}]}",
+		"{\"choices\":{},\"usage\":null}",
+		"{\"choices\":[7]}",
+		"{\"choices\":[{\"index\":0,\"delta\":\"x\"}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":7,\"refusal\":\"no\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":{}}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":\"0\"}]}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"function\":{\"name\":\"f\","
+		"\"arguments\":7}}]}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"function\":{\"name\":\"f\"}},"
+		"{\"function\":{\"arguments\":\"{}\"}},{\"id\":\"c\\u00e9\",\"function\":{\"name\":"
+		"\"g\\n\",\"arguments\":\"\\\"\"}}]}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":7}]}",
+		"{\"error\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]}",
+		"{\"error\":{\"message\":\"boom\"}}",
+		"{\"usage\":{\"prompt_tokens\":-4,\"completion_tokens\":\"3\",\"prompt_tokens_details\":"
+		"{\"cached_tokens\":9}},\"choices\":[]}",
+		/* not one object */
+		"{\"choices\":[]} x", "{\"choices\":[]}{}", "[]", "{\"choices\":[}", "{\"a\" 1}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}],}", " \t\r\n{} \n",
+		"{\"x\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+		"{\"x\":nul}", "{\"x\":truefalse}", "{\"x\":-}",
+	};
+	static const char *const ant[] = {
+		"{\"type\":\"content_block_delta\",\"type\":\"ping\",\"index\":0,\"delta\":{}}",
+		"{\"type\":\"content_block_d\\u0065lta\",\"index\":0,\"delta\":{\"type\":"
+		"\"text_delta\",\"text\":\"x\"}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+		"\"text_d\\u0065lta\",\"text\":\"x\"}}",
+		"{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+		"\"text_delta\",\"text\":\"x\"}}",
+		"{\"type\":\"content_block_delta\",\"index\":\"0\",\"delta\":{\"type\":"
+		"\"text_delta\",\"text\":\"x\"}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+		"\"text_delta\",\"text\":7}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+		"\"input_json_delta\",\"partial_json\":\"{}\"}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+		"\"bogus\",\"text\":\"x\"}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":[]}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+		"\"text_delta\",\"text\":\"x\\u0000\"}}",
+		"{\"type\":\"content_block_stop\",\"index\":0}",
+		"{\"type\":\"content_block_stop\",\"index\":-0}",
+		"{\"type\":\"content_block_stop\"}",
+		"{\"type\":\"ping\",\"x\":[1,2,{\"y\":\"\xff\"}]}",
+		"{\"type\":\"ping\"", "{\"type\":7}", "{\"type\":\"new_event\",\"index\":0}",
+		"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}",
+	};
+	struct buf out = BUF_INIT, up = BUF_INIT;
+
+	for (size_t i = 0; i < ARRAY_SIZE(oai); i++) {
+		buf_reset(&up);
+		buf_puts(&up, OAI_FIRST OAI_DELTA("{\"content\":\"a\"}") "data: ");
+		buf_puts(&up, oai[i]);
+		buf_puts(&up, "\n\n" OAI_END);
+		scan_same(API_ANTHROPIC, up.data, &out);
+		buf_reset(&out);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(ant); i++) {
+		buf_reset(&up);
+		buf_puts(&up, ANT_FIRST ANT_TEXT("a") "data: ");
+		buf_puts(&up, ant[i]);
+		buf_puts(&up, "\n\n" ANT_END);
+		scan_same(API_OPENAI, up.data, &out);
+		buf_reset(&out);
+	}
+	buf_release(&up);
+	buf_release(&out);
+}
+
+/* The scanner on its own: what it refuses is never something the tree takes differently, and
+ * what it accepts the tree accepts. */
+static void test_scan_reader(void **state)
+{
+	static const char *const names[] = {"a", "b"};
+	static const char *const ok[] = {
+		"{}", " {\"a\":1,\"b\":\"x\\n\"} ", "{\"c\":[1,-2.5,true,false,null,{},[]],\"a\":null}",
+		"{\"a\":\"\xf4\x8f\xbf\xbf\xe0\xa0\x80\"}", "{\"a\":-0}",
+	};
+	static const char *const refused[] = {
+		"", "{", "{\"a\":1,\"a\":2}", "{\"\\u0061\":1}", "{\"a\":1e3}", "{\"a\":1234567890123456789}",
+		"{\"a\":\"\\u0000\"}", "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xe0\x80\x80\"}",
+		"{\"a\":\"\xc2\"}", "{\"a\":\"\\ud800\\u0041\"}", "{\"a\":.5}", "{\"a\":+1}",
+		"{\"a\":1.}", "{\"a\":[1,]}", "{\"a\":1,}", "{,}", "{\"a\":\"x\x01\"}", "[1]",
+	};
+	struct xscan_val v[2];
+
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+		const char *end = ok[i] + strlen(ok[i]);
+		const char *p = xlate__scan_object(ok[i], end, names, 2, v);
+		assert_non_null(p);
+		assert_ptr_equal(xlate__scan_ws(p, end), end);
+		json_t *j = json_loadb(ok[i], strlen(ok[i]), 0, NULL);
+		assert_non_null(j);
+		json_decref(j);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
+		const char *end = refused[i] + strlen(refused[i]);
+		const char *p = xlate__scan_object(refused[i], end, names, 2, v);
+		assert_true(!p || xlate__scan_ws(p, end) != end);
+	}
+	assert_non_null(xlate__scan_object(ok[1], ok[1] + strlen(ok[1]), names, 2, v));
+	assert_int_equal(v[0].type, XJ_INT);
+	assert_int_equal(v[0].i, 1);
+	assert_int_equal(v[1].type, XJ_STRING);
+	assert_true(v[1].esc);
+	assert_true(xlate__scan_is(&v[1], "x\\n"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1328,6 +1555,10 @@ int main(void)
 		cmocka_unit_test(test_stream_cuts),
 		cmocka_unit_test(test_stream_errors),
 		cmocka_unit_test(test_stream_bounded),
+		cmocka_unit_test(test_stream_scan_escapes),
+		cmocka_unit_test(test_stream_scan_samples),
+		cmocka_unit_test(test_stream_scan_unusual),
+		cmocka_unit_test(test_scan_reader),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
