@@ -146,11 +146,13 @@ static const char *number(const char *p, const char *end, struct xscan_val *v)
 	if (*p == '0')
 		p++;
 	else
-		while (p < end && *p >= '0' && *p <= '9')
+		while (p < end && *p >= '0' && *p <= '9') {
+			/* past 18 digits an integer may be out of range (and a real's overflow is
+			 * the tree's call) */
+			if (p - d == 18)
+				return NULL;
 			n = n * 10 + (*p++ - '0');
-	/* past 18 digits an integer may be out of range, and a real's overflow is the tree's call */
-	if (p - d > 18)
-		return NULL;
+		}
 	v->type = XJ_INT;
 	v->i = neg ? -n : n;
 	if (p < end && *p == '.') {
