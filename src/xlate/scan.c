@@ -99,18 +99,33 @@ static long escape(const char *p, const char *end, size_t *len)
 	return 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 }
 
-/* Past the string at p (its opening quote), validated, or NULL. */
-static const char *string(const char *p, const char *end, bool *esc)
+/* Past the string at p (its opening quote), validated, or NULL. trust: the text was validated
+ * before, only its end is looked for (memchr finds each candidate quote; one preceded by an odd
+ * run of backslashes is escaped). */
+static const char *string(const char *p, const char *end, bool *esc, bool trust)
 {
 	const unsigned char *u = (const unsigned char *)p + 1, *e = (const unsigned char *)end;
 
+	if (trust) {
+		const char *s = p + 1, *q;
+		for (p = s; (q = memchr(p, '"', (size_t)(end - p))); p = q + 1) {
+			const char *b = q;
+			while (b > s && b[-1] == '\\')
+				b--;
+			if (((q - b) & 1) == 0) {
+				*esc = memchr(s, '\\', (size_t)(q - s)) != NULL;
+				return q + 1;
+			}
+		}
+		return NULL;
+	}
 	*esc = false;
 	while (u < e) {
 		unsigned c = *u;
-		if (c == '"')
-			return (const char *)u + 1;
-		if (c >= 0x20 && c < 0x80 && c != '\\') {
+		if (c - 0x20u < 0x5f && c != '"' && c != '\\') {  /* printable ASCII, as it is */
 			u++;
+		} else if (c == '"') {
+			return (const char *)u + 1;
 		} else if (c == '\\') {
 			size_t n;
 			if (escape((const char *)u, end, &n) < 0)
@@ -170,11 +185,12 @@ static const char *number(const char *p, const char *end, struct xscan_val *v)
 	return p;
 }
 
-static const char *value(const char *p, const char *end, struct xscan_val *v, int depth);
+static const char *value(const char *p, const char *end, struct xscan_val *v, int depth,
+			 bool trust);
 
 /* The members of the object at p ('{'); names as scan_object. */
 static const char *object(const char *p, const char *end, const char *const *names, size_t n,
-			  struct xscan_val *vals, int depth)
+			  struct xscan_val *vals, int depth, bool trust)
 {
 	struct xscan_val tmp;
 	bool esc;
@@ -185,13 +201,13 @@ static const char *object(const char *p, const char *end, const char *const *nam
 	if (p < end && *p == '}')
 		return p + 1;
 	while (p < end && *p == '"') {
-		const char *ks = p + 1, *ke = string(p, end, &esc);
+		const char *ks = p + 1, *ke = string(p, end, &esc, trust);
 		struct xscan_val *into = &tmp;
 		if (!ke || esc)
 			return NULL;
+		size_t klen = (size_t)(ke - 1 - ks);
 		for (size_t k = 0; k < n; k++) {
-			if ((size_t)(ke - 1 - ks) == strlen(names[k]) &&
-			    !memcmp(ks, names[k], (size_t)(ke - 1 - ks))) {
+			if (names[k][0] == *ks && !strncmp(names[k], ks, klen) && !names[k][klen]) {
 				/* the tree keeps the last of duplicates; rare enough to leave to it */
 				if (vals[k].type != XJ_ABSENT)
 					return NULL;
@@ -203,7 +219,7 @@ static const char *object(const char *p, const char *end, const char *const *nam
 		if (p >= end || *p != ':')
 			return NULL;
 		p = xlate__scan_ws(p + 1, end);
-		if (!(p = value(p, end, into, depth)))
+		if (!(p = value(p, end, into, depth, trust)))
 			return NULL;
 		p = xlate__scan_ws(p, end);
 		if (p < end && *p == '}')
@@ -215,7 +231,7 @@ static const char *object(const char *p, const char *end, const char *const *nam
 	return NULL;
 }
 
-static const char *array(const char *p, const char *end, int depth)
+static const char *array(const char *p, const char *end, int depth, bool trust)
 {
 	struct xscan_val tmp;
 
@@ -223,7 +239,7 @@ static const char *array(const char *p, const char *end, int depth)
 	if (p < end && *p == ']')
 		return p + 1;
 	while (p < end) {
-		if (!(p = value(p, end, &tmp, depth)))
+		if (!(p = value(p, end, &tmp, depth, trust)))
 			return NULL;
 		p = xlate__scan_ws(p, end);
 		if (p < end && *p == ']')
@@ -240,7 +256,8 @@ static bool literal(const char *p, const char *end, const char *lit, size_t n)
 	return (size_t)(end - p) >= n && !memcmp(p, lit, n);
 }
 
-static const char *value(const char *p, const char *end, struct xscan_val *v, int depth)
+static const char *value(const char *p, const char *end, struct xscan_val *v, int depth,
+			 bool trust)
 {
 	const char *q;
 
@@ -251,7 +268,7 @@ static const char *value(const char *p, const char *end, struct xscan_val *v, in
 	case '"':
 		v->type = XJ_STRING;
 		v->p = p + 1;
-		if (!(q = string(p, end, &v->esc)))
+		if (!(q = string(p, end, &v->esc, trust)))
 			return NULL;
 		v->end = q - 1;
 		return q;
@@ -260,7 +277,8 @@ static const char *value(const char *p, const char *end, struct xscan_val *v, in
 		if (depth >= XSCAN_MAX_DEPTH)
 			return NULL;
 		v->type = *p == '{' ? XJ_OBJECT : XJ_ARRAY;
-		q = *p == '{' ? object(p, end, NULL, 0, NULL, depth + 1) : array(p, end, depth + 1);
+		q = *p == '{' ? object(p, end, NULL, 0, NULL, depth + 1, trust)
+			      : array(p, end, depth + 1, trust);
 		v->end = q;
 		return q;
 	case 'n':
@@ -284,7 +302,7 @@ static const char *value(const char *p, const char *end, struct xscan_val *v, in
 
 const char *xlate__scan_value(const char *p, const char *end, struct xscan_val *v)
 {
-	return value(p, end, v, 0);
+	return value(p, end, v, 0, false);
 }
 
 const char *xlate__scan_object(const char *p, const char *end, const char *const *names,
@@ -293,7 +311,15 @@ const char *xlate__scan_object(const char *p, const char *end, const char *const
 	p = xlate__scan_ws(p, end);
 	if (p >= end || *p != '{')
 		return NULL;
-	return object(p, end, names, n, vals, 0);
+	return object(p, end, names, n, vals, 0, false);
+}
+
+bool xlate__scan_members(const struct xscan_val *o, const char *const *names, size_t n,
+			 struct xscan_val *vals)
+{
+	for (size_t k = 0; k < n; k++)
+		vals[k].type = XJ_ABSENT;
+	return o->type != XJ_OBJECT || object(o->p, o->end, names, n, vals, 0, true);
 }
 
 bool xlate__scan_next(const struct xscan_val *a, const char **it, struct xscan_val *v)
@@ -303,7 +329,7 @@ bool xlate__scan_next(const struct xscan_val *a, const char **it, struct xscan_v
 	p = xlate__scan_ws(p, end);
 	if (*p == ',')
 		p = xlate__scan_ws(p + 1, end);
-	if (*p == ']' || !(p = value(p, end, v, 0)))
+	if (*p == ']' || !(p = value(p, end, v, 0, true)))
 		return false;
 	*it = p;
 	return true;

@@ -42,6 +42,14 @@ const char *xlate__scan_value(const char *p, const char *end, struct xscan_val *
 const char *xlate__scan_object(const char *p, const char *end, const char *const *names,
 			       size_t n, struct xscan_val *vals);
 
+/*
+ * The members names[i] of o (a value the scanner read, so already validated: only boundaries
+ * are looked for) into vals[i], all XJ_ABSENT when o is not an object. False only for a name of
+ * names present twice.
+ */
+bool xlate__scan_members(const struct xscan_val *o, const char *const *names, size_t n,
+			 struct xscan_val *vals);
+
 /* The next element of the array a (as scan_value read it) after *it (NULL: the first) into v;
  * false at the end. */
 bool xlate__scan_next(const struct xscan_val *a, const char **it, struct xscan_val *v);

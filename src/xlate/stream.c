@@ -136,15 +136,6 @@ static bool scan_event(const struct sse_event *ev, const char *const *names, siz
 	return p && xlate__scan_ws(p, end) == end;
 }
 
-/* The value of a member of the scanned object o, or XJ_ABSENT when o is not an object. */
-static bool scan_members(const struct xscan_val *o, const char *const *names, size_t n,
-			 struct xscan_val *vals)
-{
-	for (size_t k = 0; k < n; k++)
-		vals[k].type = XJ_ABSENT;
-	return o->type != XJ_OBJECT || xlate__scan_object(o->p, o->end, names, n, vals);
-}
-
 /* ============ Anthropic upstream -> OpenAI chunks ============ */
 
 static void oc_begin(struct xlate_stream *s, struct buf *out)
@@ -279,7 +270,7 @@ static int scan_anthropic(struct xlate_stream *s, const struct sse_event *ev, st
 		return UNSURE;
 	if (xlate__scan_is(&v[0], "content_block_stop"))
 		return an_block_stop(s, v[1].type == XJ_INT, v[1].i);
-	if (!xlate__scan_is(&v[0], "content_block_delta") || !scan_members(&v[2], dm, 3, d) ||
+	if (!xlate__scan_is(&v[0], "content_block_delta") || !xlate__scan_members(&v[2], dm, 3, d) ||
 	    !scan_word(&d[0]))
 		return UNSURE;
 	if (d[0].type == XJ_STRING) {
@@ -685,13 +676,13 @@ static int scan_openai(struct xlate_stream *s, const struct sse_event *ev, struc
 		return UNSURE;
 	if (v[2].type != XJ_ABSENT && v[2].type != XJ_ARRAY && v[2].type != XJ_NULL)
 		return UNSURE;
-	if (!scan_members(&v[1], um, 3, uv) || !scan_members(&uv[2], cached, 1, cv))
+	if (!xlate__scan_members(&v[1], um, 3, uv) || !xlate__scan_members(&uv[2], cached, 1, cv))
 		return UNSURE;
 	if (v[2].type == XJ_ARRAY && xlate__scan_next(&v[2], &it, &ch)) {
 		if (xlate__scan_next(&v[2], &it, &tv))
 			return UNSURE;  /* a second choice: refused anyway, the tree says how */
 		has_choice = true;
-		if (!scan_members(&ch, cm, 3, c) || !scan_members(&c[1], dm, 3, d) ||
+		if (!xlate__scan_members(&ch, cm, 3, c) || !xlate__scan_members(&c[1], dm, 3, d) ||
 		    !scan_word(&c[2]))
 			return UNSURE;
 		choice = (struct oa_choice){
@@ -709,8 +700,8 @@ static int scan_openai(struct xlate_stream *s, const struct sse_event *ev, struc
 		it = NULL;
 		while (d[2].type == XJ_ARRAY && xlate__scan_next(&d[2], &it, &tv)) {
 			struct oa_call *call = &calls[ncalls];
-			if (ncalls == SCAN_MAX_CALLS || !scan_members(&tv, tm, 3, t) ||
-			    !scan_members(&t[2], fm, 2, f))
+			if (ncalls == SCAN_MAX_CALLS || !xlate__scan_members(&tv, tm, 3, t) ||
+			    !xlate__scan_members(&t[2], fm, 2, f))
 				return UNSURE;
 			choice.has_calls = true;
 			call->bad = tv.type != XJ_OBJECT ||
