@@ -184,6 +184,11 @@ def section(args, runs, checks):
 
 # ---- where the time goes ------------------------------------------------------------------------
 
+# What the event loop does for the log: build the record (copies of the request's strings) and
+# push it onto the writer's queue. Both run in req_report (src/serve/gateway.c).
+LOOP_SIDE = ["log_record_new", "log_writer_push"]
+
+
 def samples(path):
     """Yields (tid, [(symbol, dso)], innermost first) from `perf script -F comm,tid,ip,sym,dso`."""
     head, frames = None, []
@@ -205,9 +210,10 @@ def samples(path):
 
 def where(frames):
     """The writer sample's kind, by its innermost frame's object."""
-    if not frames:
+    real = [f for f in frames if f[1] != "inlined"]
+    if not real:
         return "unknown"
-    sym, dso = frames[0]
+    sym, dso = real[0]
     if "kernel" in dso or dso.startswith("["):
         for s, _ in frames:
             m = re.match(r"^(?:__x64_sys_|__arm64_sys_|__do_sys_|__se_sys_)(\w+)$", s)
@@ -227,13 +233,16 @@ def where(frames):
 
 def profile_shares(path):
     """(all samples, writer samples, {kind: writer samples}, {callee of writer_main: samples},
-    {sqlite3 self symbol: samples}, {our function, inclusive in the writer: samples})."""
+    {sqlite3 self symbol: samples}, {our function, inclusive in the writer: samples},
+    {LOOP_SIDE function: samples of the other threads with it on the stack})."""
     data = list(samples(path))
     writer_tids = {tid for tid, fr in data if any(s == "writer_main" for s, _ in fr)}
-    kinds, callees, sq, ours = {}, {}, {}, {}
+    kinds, callees, sq, ours, loop = {}, {}, {}, {}, {}
     nw = 0
     for tid, fr in data:
         if tid not in writer_tids:
+            for f in {s for s, _ in fr} & set(LOOP_SIDE):
+                loop[f] = loop.get(f, 0) + 1
             continue
         nw += 1
         k = where(fr)
@@ -250,7 +259,7 @@ def profile_shares(path):
             if "meridian" in dso and s not in seen:
                 seen.add(s)
                 ours[s] = ours.get(s, 0) + 1
-    return len(data), nw, kinds, callees, sq, ours
+    return len(data), nw, kinds, callees, sq, ours, loop
 
 
 def profile_section(args, cells):
@@ -278,9 +287,13 @@ def profile_section(args, cells):
     for k in kinds:
         out.append("| writer: %s | " % k + " | ".join(
             "%.1f%%" % (100.0 * sh[r][2].get(k, 0) / sh[r][0]) if sh[r][0] else "-" for r in rows) + " |")
+    for f in LOOP_SIDE:
+        out.append("| event loop: `%s` (inclusive) | " % f + " | ".join(
+            "%.1f%% (%.2f us/req)" % (100.0 * sh[r][6].get(f, 0) / sh[r][0], sh[r][6].get(f, 0) / sh[r][0] * cpu[r])
+            if sh[r][0] else "-" for r in rows) + " |")
     out.append("")
     for r in rows:
-        total, nw, _, callees, sq, ours = sh[r]
+        total, nw, _, callees, sq, ours, _ = sh[r]
         if not nw:
             continue
         top = lambda d, n: ", ".join("`%s` %.1f%%" % (s, 100.0 * k / nw) for s, k in
