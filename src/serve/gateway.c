@@ -560,6 +560,16 @@ static bool is_hop_or_private(struct iov name, const struct iov *conn_tokens, si
 	return false;
 }
 
+/* Client telemetry that differs between clients sending the same request (SDK versions,
+ * platforms, trace ids) and never changes an answer: a cacheable request goes upstream without
+ * it, so that every header that does go is part of the cache key (TESTING.md T35). */
+static bool unkeyed_telemetry(struct iov name)
+{
+	return iov_eq_ci(name, "user-agent") || iov_starts_ci(name, "x-stainless-") ||
+	       iov_eq_ci(name, "traceparent") || iov_eq_ci(name, "tracestate") ||
+	       iov_eq_ci(name, "baggage") || iov_eq_ci(name, "sentry-trace");
+}
+
 /* Appends "Name: value" and its NUL separator. An empty value gives "Name:", which tells the
  * upstream client (curl's convention) not to send a header it would add by itself. */
 static void hdr_add(struct gw_req *g, const char *name, size_t nlen, const char *prefix,
@@ -623,6 +633,8 @@ static void build_upstream_headers(struct gw_req *g)
 			continue;
 		if (g->step_headers && step_header(g->step_headers, f->name))
 			continue; /* the step's own value replaces it */
+		if (g->cache_ttl_ms && unkeyed_telemetry(f->name))
+			continue;
 		if (iov_eq_ci(f->name, "accept"))
 			has_accept = true;
 		if (iov_eq_ci(f->name, "content-type"))
@@ -2321,10 +2333,7 @@ static uint64_t cache_ttl(struct gw_req *g)
  * and every request attribute that goes upstream and can change the answer. */
 static bool cache_key_of(struct gw_req *g)
 {
-	static const char *const attrs[] = {
-		"anthropic-version", "anthropic-beta", "openai-organization", "openai-project",
-	};
-	struct cache_header h[ARRAY_SIZE(attrs) + 1];
+	struct cache_header h[CACHE_KEY_HEADERS_MAX];
 	size_t n = 0;
 	char path[1024];
 	const struct http_req *hr = g->hreq;
@@ -2334,10 +2343,15 @@ static bool cache_key_of(struct gw_req *g)
 
 	if (plen < 0 || (size_t)plen >= sizeof(path))
 		return false;
-	for (size_t i = 0; i < ARRAY_SIZE(attrs); i++) {
-		const struct iov *v = http_req_header(hr, attrs[i]);
-		if (v)
-			h[n++] = (struct cache_header){iov_of(attrs[i]), *v};
+	/* every client header that goes upstream is keyed (credentials aside: the account is in
+	 * the key); one that cannot be keyed (too many) makes the request uncacheable */
+	for (size_t i = 0; i < hr->nheaders; i++) {
+		const struct http_header *f = &hr->headers[i];
+		if (is_hop_or_private(f->name, NULL, 0, true) || unkeyed_telemetry(f->name))
+			continue;
+		if (n + 1 >= ARRAY_SIZE(h))
+			return false;
+		h[n++] = (struct cache_header){f->name, f->value};
 	}
 	if (g->pinned)
 		h[n++] = (struct cache_header){IOV_LIT(":region"), iov_of(g->pinned)};

@@ -51,6 +51,26 @@ describe('response cache (memory)', () => {
 		await mock?.stop();
 	});
 
+	test('every header that goes upstream is keyed; client telemetry is neither keyed nor sent (T35)', async () => {
+		const b = { ...body, messages: [{ role: 'user', content: 'keyed headers' }] };
+		const h = { authorization: `Bearer ${KEY}`, 'user-agent': 'sdk/1.0', 'x-stainless-os': 'Linux' };
+		const a = await postJson(url, b, h);
+		assert.equal(a.headers.get('x-meridian-cache'), 'MISS');
+		// another client's telemetry: the same answer
+		const other = await postJson(url, b, { ...h, 'user-agent': 'sdk/2.0', 'x-stainless-os': 'MacOS' });
+		assert.equal(other.headers.get('x-meridian-cache'), 'HIT');
+		// a forwarded header the upstream acts on: a different entry, never the first one's answer
+		const n0 = await userRequests(mock);
+		const short = await postJson(url, b, { ...h, 'x-mock-tokens': '3' });
+		assert.equal(short.headers.get('x-meridian-cache'), 'MISS');
+		assert.equal(await userRequests(mock), n0 + 1);
+		assert.equal(short.json.usage.completion_tokens, 3);
+		assert.notEqual(a.json.usage.completion_tokens, 3);
+		const again = await postJson(url, b, { ...h, 'x-mock-tokens': '3' });
+		assert.equal(again.headers.get('x-meridian-cache'), 'HIT');
+		assert.equal(again.json.usage.completion_tokens, 3);
+	});
+
 	test('MISS then HIT with the same bytes; key order and whitespace do not matter', async () => {
 		const n0 = await userRequests(mock);
 		const a = await postJson(url, body, { authorization: `Bearer ${KEY}` });
