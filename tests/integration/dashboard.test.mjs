@@ -13,7 +13,7 @@ import { call, chat } from './lib/accounts.mjs';
 import { startFakeAdmin, makeRecords, makeRegions } from './lib/fakeadmin.mjs';
 import { launch, newPage, screenshot } from './lib/browser.mjs';
 
-const T = 10000 * SLOW; // a wait for the page
+const T = 20000 * SLOW; // a wait for the page (Chromium is slow to start on a loaded 2-core machine)
 
 /* Problems other than the network errors a failing API causes by design. */
 const realProblems = (page, allow = []) => page.problems.filter((p) => !allow.some((re) => re.test(p)));

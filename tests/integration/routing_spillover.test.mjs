@@ -9,7 +9,7 @@ import { startGateway, freePort, waitFor, openStream, contentEvents, sleep, SLOW
 import {
 	PLACE, GLOBAL_HOST, LOC_HEADER, loc, routingYaml, startMocks, request, chatBody, messagesBody,
 	resetAll, userPaths, assertOpenAiError, assertAnthropicError, stopAll, rawRequest, streamBody,
-	assertSpread,
+	assertSpread, adminRegions, ADMIN_TOKEN,
 } from './lib/routing.mjs';
 
 const CHAT = '/v1/chat/completions';
@@ -17,7 +17,7 @@ const VIRGINIA = { [LOC_HEADER]: loc(PLACE.virginia) };
 const CAP = { 'us-east-1': 2, 'us-west-1': 1, 'eu-west-1': 1 };
 
 describe('spillover between regions', () => {
-	let mocks, gw, euPort;
+	let mocks, gw, euPort, adminPort;
 	let held = [];
 
 	before(async () => {
@@ -27,9 +27,11 @@ describe('spillover between regions', () => {
 			{ region: 'eu-west-1', host: '127.0.3.1', models: ['grok-4', 'grok-3-mini'] },
 		]);
 		euPort = await freePort();
+		adminPort = await freePort();
 		gw = await startGateway({
+			env: { MERIDIAN_ADMIN_TOKEN: ADMIN_TOKEN },
 			yaml: (port) => routingYaml({
-				port, pinned: { 'eu-west-1': euPort },
+				port, pinned: { 'eu-west-1': euPort }, admin: adminPort,
 				deployments: Object.entries(CAP).map(([region, max_inflight]) => ({ region, mock: mocks[region], max_inflight })),
 				clientLocation: { header: LOC_HEADER, trusted_proxies: ['127.0.0.1/32'] },
 				// slow probes: a probe must not race the 429 test for the mock's one slot. 529 is
@@ -42,14 +44,17 @@ describe('spillover between regions', () => {
 		});
 	});
 
-	/* Closes every held stream and waits until no mock has a request in flight. */
+	/* Closes every held stream and waits until no mock has a request in flight and the
+	 * gateway's own slots are free again (it releases a slot after the upstream side closed,
+	 * which the mock may see first) and no deployment is held off by an overload signal. */
 	async function release() {
 		for (const h of held) h.close();
 		held = [];
 		await waitFor(async () => {
 			for (const m of Object.values(mocks)) if ((await m.stats()).inflight !== 0) return false;
-			return true;
-		}, { timeoutMs: 5000 * SLOW, what: 'held streams released at every mock' });
+			const j = await adminRegions(adminPort);
+			return j.deployments.every((d) => d.inflight === 0 && d.overloaded_for_ms === 0);
+		}, { timeoutMs: 5000 * SLOW, what: 'held streams released at every mock and the gateway' });
 	}
 
 	afterEach(release);
