@@ -8,6 +8,7 @@
 #include "mock/mock.h"
 #include "serve/serve.h"
 #include "store/cli.h"
+#include "tools/probe.h"
 
 static void usage(FILE *f)
 {
@@ -19,6 +20,7 @@ static void usage(FILE *f)
 	      "  stats  [filters]            requests, errors, tokens, cost, latency over time\n"
 	      "  mock   [options]            an OpenAI- and Anthropic-compatible test upstream\n"
 	      "  key    new | hash KEY       make a gateway key, or hash one for the config\n"
+	      "  probe  URL...               latency of endpoints from here, fastest first\n"
 	      "  version                     print the version\n"
 	      "\n"
 	      "`meridian <command> --help` describes a command's options.\n",
@@ -53,6 +55,8 @@ int main(int argc, char **argv)
 		return stats_cli_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "key"))
 		return key_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "probe"))
+		return probe_main(argc - 1, argv + 1);
 	fprintf(stderr, "meridian: unknown command '%s'\n\n", cmd);
 	usage(stderr);
 	return 2;
