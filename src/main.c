@@ -8,6 +8,7 @@
 #include "mock/mock.h"
 #include "serve/serve.h"
 #include "store/cli.h"
+#include "tools/bench.h"
 #include "tools/probe.h"
 
 static void usage(FILE *f)
@@ -20,6 +21,7 @@ static void usage(FILE *f)
 	      "  stats  [filters]            requests, errors, tokens, cost, latency over time\n"
 	      "  mock   [options]            an OpenAI- and Anthropic-compatible test upstream\n"
 	      "  key    new | hash KEY       make a gateway key, or hash one for the config\n"
+	      "  bench  --url URL --model M  load an LLM endpoint: TTFT, inter-token latency, throughput\n"
 	      "  probe  URL...               latency of endpoints from here, fastest first\n"
 	      "  version                     print the version\n"
 	      "\n"
@@ -55,6 +57,8 @@ int main(int argc, char **argv)
 		return stats_cli_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "key"))
 		return key_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "bench"))
+		return bench_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "probe"))
 		return probe_main(argc - 1, argv + 1);
 	fprintf(stderr, "meridian: unknown command '%s'\n\n", cmd);
