@@ -165,7 +165,8 @@ static int cmp_double(const void *a, const void *b)
 
 void probe_stat_of(double *samples, size_t n, struct probe_stat *st)
 {
-	qsort(samples, n, sizeof(*samples), cmp_double);
+	if (n)
+		qsort(samples, n, sizeof(*samples), cmp_double);
 	st->n = n;
 	st->min = n ? samples[0] : NAN;
 	st->median = probe_percentile(samples, n, 0.5);
@@ -307,6 +308,7 @@ static int request(struct target *t, const struct opts *o, const char *key,
 	const char *what = body ? "completion" : "models";
 	struct buf url = BUF_INIT;
 	curl_off_t tm[5] = {0};
+	double wall_ms;
 	long status = 0;
 	CURLcode rc;
 	int ret = -1;
@@ -336,6 +338,7 @@ static int request(struct target *t, const struct opts *o, const char *key,
 
 	clock_gettime(CLOCK_MONOTONIC, &x.t0);
 	rc = curl_easy_perform(x.h);
+	wall_ms = ms_since(&x.t0);
 	curl_easy_getinfo(x.h, CURLINFO_RESPONSE_CODE, &status);
 	if (x.too_large) {
 		set_error(t, key, what, "response larger than 1 MiB");
@@ -364,7 +367,11 @@ static int request(struct target *t, const struct opts *o, const char *key,
 	curl_easy_getinfo(x.h, CURLINFO_STARTTRANSFER_TIME_T, &tm[3]);
 	curl_easy_getinfo(x.h, CURLINFO_TOTAL_TIME_T, &tm[4]);
 	if (body) {
-		ms[PROBE_TTFT] = x.ttft_ms;
+		/* The token's time is on our clock, started just before curl's: move it onto curl's
+		 * by the difference of the two totals (microseconds), so TTFT <= stream holds. */
+		double skew = wall_ms - (double)tm[4] / 1e3;
+
+		ms[PROBE_TTFT] = x.ttft_ms - (skew > 0 ? skew : 0);
 		ms[PROBE_STREAM] = (double)tm[4] / 1e3;
 	} else {
 		/* curl's times are cumulative from the start; connect and TLS are made durations */
