@@ -41,6 +41,7 @@ struct opts {
 	unsigned rounds;
 	long timeout_ms;
 	const char *model; /* NULL: no completion */
+	const char *cacert; /* NULL: the system's CAs */
 	enum api api;
 	bool json, failover;
 };
@@ -91,6 +92,7 @@ static const char usage_text[] =
 	"                      anthropic-version\n"
 	"  --rounds N          requests per endpoint and kind (default 5, at most 1000)\n"
 	"  --timeout DURATION  per request: 500ms, 10s (default 10s)\n"
+	"  --cacert FILE       trust the CA certificates in FILE (PEM) instead of the system's\n"
 	"  --json              the results as JSON\n"
 	"  --failover          print only the order a client should try: endpoints that answered,\n"
 	"                      fastest first; those that failed every round are left out\n"
@@ -329,6 +331,8 @@ static int request(struct target *t, const struct opts *o, const char *key,
 	curl_easy_setopt(x.h, CURLOPT_TIMEOUT_MS, o->timeout_ms);
 	curl_easy_setopt(x.h, CURLOPT_CONNECTTIMEOUT_MS, o->timeout_ms);
 	curl_easy_setopt(x.h, CURLOPT_ERRORBUFFER, errbuf);
+	if (o->cacert)
+		curl_easy_setopt(x.h, CURLOPT_CAINFO, o->cacert);
 	curl_easy_setopt(x.h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(x.h, CURLOPT_WRITEDATA, &x);
 	if (body) {
@@ -566,7 +570,7 @@ static const char *env_key(enum api api)
 	return NULL;
 }
 
-enum { OPT_MODEL = 256, OPT_API, OPT_ROUNDS, OPT_TIMEOUT, OPT_JSON, OPT_FAILOVER, OPT_KEY };
+enum { OPT_MODEL = 256, OPT_API, OPT_ROUNDS, OPT_TIMEOUT, OPT_JSON, OPT_FAILOVER, OPT_KEY, OPT_CACERT };
 
 /* Fills o from argv; *first is the index of the first URL. Returns 0, 1 for --help (printed),
  * or 2 with a message on stderr. */
@@ -577,7 +581,8 @@ static int parse_args(struct opts *o, int argc, char **argv, int *first)
 		{"rounds", required_argument, NULL, OPT_ROUNDS},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT}, {"json", no_argument, NULL, OPT_JSON},
 		{"failover", no_argument, NULL, OPT_FAILOVER}, {"key", required_argument, NULL, OPT_KEY},
-		{"api-key", required_argument, NULL, OPT_KEY}, {"help", no_argument, NULL, 'h'},
+		{"api-key", required_argument, NULL, OPT_KEY}, {"cacert", required_argument, NULL, OPT_CACERT},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	int opt;
@@ -621,6 +626,13 @@ static int parse_args(struct opts *o, int argc, char **argv, int *first)
 				return 2;
 			}
 			o->timeout_ms = (long)v;
+			break;
+		case OPT_CACERT:
+			if (access(optarg, R_OK)) {
+				fprintf(stderr, "meridian probe: --cacert '%s': %s\n", optarg, strerror(errno));
+				return 2;
+			}
+			o->cacert = optarg;
 			break;
 		case OPT_JSON:
 			o->json = true;

@@ -4,12 +4,19 @@
 // sends the key from the environment without ever printing it.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { run, startGateway, freePort, PROVIDER_KEY, SLOW } from './lib/harness.mjs';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import { run, startGateway, freePort, tmpDir, PROVIDER_KEY, SLOW } from './lib/harness.mjs';
 import { routingYaml, startMocks, resetAll, stopAll } from './lib/routing.mjs';
 
 const ROUNDS = 5;
 // What a loopback request may add to a mock's configured delay (connect, curl, scheduling).
 const SLACK_MS = 25 * SLOW;
+// What it may take off: the mock's libuv timers count from the loop's cached millisecond clock,
+// so a delay of N ms can end up to a millisecond early.
+const EARLY_MS = 1.5;
 
 /* The table's rows: {rank, url, ok, rounds, phases: {name: {min, median, p90}}, error}. */
 function parseTable(out) {
@@ -92,8 +99,8 @@ describe('probe: three mock regions with different delays', () => {
 			const rtt = SPEC[name].rtt;
 			assert.equal(row.ok, ROUNDS, r.stdout);
 			assert.equal(row.error, null, r.stdout);
-			within(row.phases.total.median, rtt, rtt + SLACK_MS, `${name} total median`);
-			within(row.phases.ttfb.median, rtt, row.phases.total.median, `${name} ttfb median`);
+			within(row.phases.total.median, rtt - EARLY_MS, rtt + SLACK_MS, `${name} total median`);
+			within(row.phases.ttfb.median, rtt - EARLY_MS, row.phases.total.median, `${name} ttfb median`);
 			assert.ok(row.phases.total.min <= row.phases.total.median && row.phases.total.median <= row.phases.total.p90,
 				`${name}: min <= median <= p90: ${JSON.stringify(row.phases.total)}`);
 			assert.ok(row.phases.connect && row.phases.dns, `${name}: dns and connect rows`);
@@ -125,7 +132,7 @@ describe('probe: three mock regions with different delays', () => {
 			assert.equal(e.requests, ROUNDS);
 			assert.equal(e.errors, 0);
 			assert.equal(e.last_error, null);
-			within(e.total_ms.median, rtt, rtt + SLACK_MS, `${name} total_ms.median`);
+			within(e.total_ms.median, rtt - EARLY_MS, rtt + SLACK_MS, `${name} total_ms.median`);
 			for (const ph of ['dns_ms', 'connect_ms', 'ttfb_ms', 'total_ms']) {
 				assert.equal(e[ph].n, ROUNDS, `${name} ${ph}.n`);
 				assert.ok(e[ph].min <= e[ph].median && e[ph].median <= e[ph].p90, `${name} ${ph}: ${JSON.stringify(e[ph])}`);
@@ -153,8 +160,8 @@ describe('probe: three mock regions with different delays', () => {
 			assert.equal(e.rounds_ok, ROUNDS, JSON.stringify(e));
 			assert.equal(e.requests, 2 * ROUNDS);
 			assert.equal(e.ttft_ms.n, ROUNDS);
-			within(e.ttft_ms.median, rtt + ttft, rtt + ttft + SLACK_MS, `${name} ttft_ms.median`);
-			within(e.total_ms.median, rtt, rtt + SLACK_MS, `${name} models total_ms.median`);
+			within(e.ttft_ms.median, rtt + ttft - 2 * EARLY_MS, rtt + ttft + SLACK_MS, `${name} ttft_ms.median`);
+			within(e.total_ms.median, rtt - EARLY_MS, rtt + SLACK_MS, `${name} models total_ms.median`);
 			assert.ok(e.stream_ms.median >= e.ttft_ms.median, `${name}: stream ends after its first token`);
 			const st = await mocks[name].stats();
 			assert.equal(st.by_path['/v1/chat/completions'], ROUNDS, JSON.stringify(st.by_path));
@@ -172,7 +179,7 @@ describe('probe: three mock regions with different delays', () => {
 		assert.equal(t.code, 0, t.stderr);
 		const rows = parseTable(t.stdout);
 		assert.deepEqual(rows.map((x) => x.url), [u.b, u.c, u.a], t.stdout);
-		within(rows[2].phases.ttft.median, 155, 155 + SLACK_MS, 'a ttft in the table');
+		within(rows[2].phases.ttft.median, 155 - 2 * EARLY_MS, 155 + SLACK_MS, 'a ttft in the table');
 		assert.ok(rows[2].phases.stream, t.stdout);
 	});
 
@@ -208,6 +215,26 @@ describe('probe: three mock regions with different delays', () => {
 		assert.deepEqual([rows[3].error.count, rows[3].error.of], [2, 4], t.stdout);
 	});
 
+	test('--timeout bounds each request: a region that answers too late is an error and sorts last', async () => {
+		await B.config({ rtt_ms: 3000 });
+		try {
+			const t0 = Date.now();
+			const r = await probe(['--json', '--timeout', '300ms', '--rounds', '2', B.url, A.url]);
+			const took = Date.now() - t0;
+			assert.equal(r.code, 0, r.stderr);
+			const j = probeJson(r);
+			assert.deepEqual(j.endpoints.map((e) => e.url), [A.url, B.url]);
+			const b = j.endpoints[1];
+			assert.equal(b.answered, false);
+			assert.equal(b.errors, 2);
+			assert.match(b.last_error, /^models: .*timed out/i);
+			// two rounds of 300 ms, not two of 3 s
+			assert.ok(took < 600 + 1500 * SLOW, `probe took ${took} ms`);
+		} finally {
+			await B.config({ rtt_ms: SPEC.b.rtt });
+		}
+	});
+
 	test('--api anthropic: /v1/messages with anthropic-version and x-api-key from ANTHROPIC_API_KEY', async () => {
 		const key = 'sk-ant-probe-test-4b1d9e77c0';
 		await resetAll(mocks);
@@ -216,7 +243,7 @@ describe('probe: three mock regions with different delays', () => {
 		assert.equal(r.code, 0, r.stderr);
 		const rows = parseTable(r.stdout);
 		assert.deepEqual(rows.map((x) => x.url), [B.url, A.url], r.stdout);
-		within(rows[1].phases.ttft.median, 155, 155 + SLACK_MS, 'a ttft over /v1/messages');
+		within(rows[1].phases.ttft.median, 155 - 2 * EARLY_MS, 155 + SLACK_MS, 'a ttft over /v1/messages');
 		const st = await A.stats();
 		assert.equal(st.by_path['/v1/messages'], 2, JSON.stringify(st.by_path));
 		assert.equal(st.last_request.headers['x-api-key'], key);
@@ -340,7 +367,7 @@ describe('probe through a Meridian gateway: its regional endpoints, ranked by th
 		for (const e of j.endpoints) {
 			const region = Object.keys(pinned).find((k) => url(k) === e.url);
 			assert.equal(e.rounds_ok, ROUNDS, JSON.stringify(e));
-			within(e.ttft_ms.median, RTT[region], RTT[region] + 2 * SLACK_MS, `${region} through the gateway`);
+			within(e.ttft_ms.median, RTT[region] - EARLY_MS, RTT[region] + 2 * SLACK_MS, `${region} through the gateway`);
 			// each regional endpoint's completions reached its own region only
 			assert.equal((await mocks[region].stats()).by_path['/v1/chat/completions'], ROUNDS, region);
 		}
@@ -348,5 +375,49 @@ describe('probe through a Meridian gateway: its regional endpoints, ranked by th
 		const f = await probe(['--failover', '--model', 'grok-4', '--rounds', '3', url('us-east-1'), gw.url]);
 		assert.equal(f.code, 0, f.stderr);
 		assert.deepEqual(f.stdout.trim().split('\n').sort(), [gw.url, url('us-east-1')].sort());
+	});
+});
+
+describe('probe over https: the TLS handshake is measured, on a new session every round', () => {
+	let dir, server, url;
+	const handshakes = [];
+	before(async () => {
+		dir = tmpDir('meridian-probe-tls-');
+		execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem',
+			'-out', 'cert.pem', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+		{ cwd: dir, stdio: 'pipe' });
+		server = https.createServer({
+			key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')),
+		}, (req, res) => setTimeout(() => {
+			res.writeHead(req.url === '/v1/models' ? 200 : 404, { 'content-type': 'application/json' });
+			res.end('{"object":"list","data":[{"id":"grok-4","object":"model"}]}');
+		}, 10));
+		server.on('secureConnection', (s) => handshakes.push(s.isSessionReused()));
+		await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+		url = `https://127.0.0.1:${server.address().port}`;
+	});
+	after(() => {
+		server?.closeAllConnections();
+		server?.close();
+		if (dir) fs.rmSync(dir, { recursive: true, force: true });
+	});
+
+	test('--cacert: a tls phase per round, no session resumed; without it, a certificate error', async () => {
+		const r = await probe(['--json', '--rounds', '3', '--cacert', path.join(dir, 'cert.pem'), url]);
+		assert.equal(r.code, 0, r.stderr);
+		const [e] = probeJson(r).endpoints;
+		assert.equal(e.rounds_ok, 3, JSON.stringify(e));
+		assert.equal(e.tls_ms.n, 3);
+		assert.ok(e.tls_ms.min > 0, JSON.stringify(e.tls_ms));
+		within(e.ttfb_ms.median, 10 - EARLY_MS, 10 + SLACK_MS + e.tls_ms.p90, 'ttfb over TLS');
+		assert.deepEqual(handshakes, [false, false, false], 'three full handshakes');
+		const t = await probe(['--rounds', '1', '--cacert', path.join(dir, 'cert.pem'), url]);
+		assert.ok(parseTable(t.stdout)[0].phases.tls, t.stdout);
+
+		const bad = await probe(['--json', '--rounds', '1', url]);
+		assert.equal(bad.code, 1);
+		const [b] = probeJson(bad).endpoints;
+		assert.equal(b.answered, false);
+		assert.match(b.last_error, /certificate/i);
 	});
 });
