@@ -279,21 +279,29 @@ static char *error_message(const struct buf *body)
 	return out;
 }
 
-/* Sets t's last error: what, then the cause, with control bytes blanked (an upstream's message
- * goes to a terminal) and the key, should an upstream echo it, masked. */
+/* Sets t's last error: what, then the cause, with the key masked should an upstream echo it
+ * (before the cut, so no part of it survives), control bytes blanked (an upstream's message goes
+ * to a terminal), and cut to fit on a character boundary. */
 static void set_error(struct target *t, const char *key, const char *what, const char *cause)
 {
-	char *e = t->last_error;
-	size_t cap = sizeof(t->last_error), klen = key ? strlen(key) : 0;
+	struct buf e = BUF_INIT;
+	size_t klen = key ? strlen(key) : 0, n;
 
-	snprintf(e, cap, "%s: %s", what, cause);
-	for (char *c = e; *c; c++)
-		if ((unsigned char)*c < ' ' || *c == 0x7f)
-			*c = ' ';
-	for (char *at; klen && (at = strstr(e, key));) {
+	buf_appendf(&e, "%s: %s", what, cause);
+	for (char *at; klen && (at = strstr(e.data, key));) {
 		memset(at, '*', 3);
 		memmove(at + 3, at + klen, strlen(at + klen) + 1);
 	}
+	n = strlen(e.data);
+	if (n >= sizeof(t->last_error)) {
+		n = sizeof(t->last_error) - 1;
+		while (n > 0 && ((unsigned char)e.data[n] & 0xc0) == 0x80)
+			n--;
+	}
+	for (size_t i = 0; i < n; i++)
+		t->last_error[i] = (unsigned char)e.data[i] < ' ' || e.data[i] == 0x7f ? ' ' : e.data[i];
+	t->last_error[n] = '\0';
+	buf_release(&e);
 }
 
 /*
@@ -351,10 +359,12 @@ static int request(struct target *t, const struct opts *o, const char *key,
 		if (!status)
 			ret = -2;
 	} else if (status < 200 || status > 299) {
-		char *m = error_message(&x.body), cause[200];
+		char *m = error_message(&x.body);
+		struct buf cause = BUF_INIT;
 
-		snprintf(cause, sizeof(cause), "HTTP %ld%s%.160s", status, m ? ": " : "", m ? m : "");
-		set_error(t, key, what, cause);
+		buf_appendf(&cause, "HTTP %ld%s%s", status, m ? ": " : "", m ? m : "");
+		set_error(t, key, what, cause.data);
+		buf_release(&cause);
 		free(m);
 	} else if (body && x.ttft_ms < 0) {
 		set_error(t, key, what, "the stream ended without a content token");

@@ -6,6 +6,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { run, startGateway, freePort, tmpDir, PROVIDER_KEY, SLOW } from './lib/harness.mjs';
@@ -262,6 +263,24 @@ describe('probe: three mock regions with different delays', () => {
 			assert.ok(!r.stdout.includes(key) && !r.stderr.includes(key), `${args}: the key is never printed`);
 			const st = await A.stats();
 			assert.equal(st.last_request.headers.authorization, `Bearer ${key}`, args.join(' '));
+		}
+		// an upstream that echoes the key in its error message: masked in the output
+		const echo = http.createServer((req, res) => {
+			res.writeHead(401, { 'content-type': 'application/json' });
+			res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${String(req.headers.authorization).slice(7)}.` } }));
+		});
+		await new Promise((resolve) => echo.listen(0, '127.0.0.1', resolve));
+		try {
+			const echoUrl = `http://127.0.0.1:${echo.address().port}`;
+			for (const args of [['--json'], []]) {
+				const r = await probe([...args, '--rounds', '1', echoUrl], { MERIDIAN_PROBE_KEY: key });
+				assert.equal(r.code, 1, 'a 401 is no answer');
+				assert.match(r.stdout, /HTTP 401: Incorrect API key provided: \*\*\*\./, r.stdout);
+				assert.ok(!r.stdout.includes(key) && !r.stderr.includes(key), 'an echoed key is masked');
+			}
+		} finally {
+			echo.closeAllConnections();
+			echo.close();
 		}
 		// no MERIDIAN_PROBE_KEY: OPENAI_API_KEY, else XAI_API_KEY
 		await probe(['--rounds', '1', A.url], { OPENAI_API_KEY: 'sk-openai-fallback' });
