@@ -33,6 +33,10 @@
 #define RESPONSE_CAP (1 << 20)
 #define SSE_EVENT_CAP (64 * 1024)
 #define ANTHROPIC_VERSION "2023-06-01"
+/* Distinct x-meridian-region values kept per endpoint (a global endpoint may answer from a few);
+ * more are counted together. */
+#define MAX_REGIONS 8
+#define REGION_MAX 64
 #define JSON_FLAGS (JSON_INDENT(2) | JSON_REAL_PRECISION(12))
 
 enum api { API_OPENAI, API_ANTHROPIC };
@@ -54,6 +58,13 @@ struct target {
 	size_t nsamples[PROBE_NPHASES];
 	long last_status;               /* HTTP status of the last failure; 0: none or no answer */
 	char last_error[256];
+	char address[64];               /* the peer address of the last answer */
+	struct {
+		char name[REGION_MAX + 1];
+		unsigned n;
+	} regions[MAX_REGIONS];         /* x-meridian-region of the ranking answers */
+	size_t nregions;
+	unsigned regions_other;
 };
 
 /* One transfer in flight. */
@@ -68,6 +79,7 @@ struct xfer {
 	bool too_large;
 	struct buf body;       /* the first ERROR_BODY_CAP bytes */
 	struct sse_parser sse;
+	char region[REGION_MAX + 1]; /* x-meridian-region of the answer; empty if none */
 };
 
 static const char *const phase_names[PROBE_NPHASES] = {
@@ -268,6 +280,27 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
+/* Keeps x-meridian-region: a Meridian endpoint names the region that processed the request. */
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+	static const char name[] = "x-meridian-region:";
+	struct xfer *x = ud;
+	size_t n = size * nmemb, len = sizeof(name) - 1, end = n;
+
+	if (n <= len || strncasecmp(p, name, len))
+		return n;
+	while (len < end && (p[len] == ' ' || p[len] == '\t'))
+		len++;
+	while (end > len && (unsigned char)p[end - 1] <= ' ')
+		end--;
+	if (end - len > REGION_MAX)
+		end = len + REGION_MAX;
+	for (size_t i = len; i < end; i++)
+		x->region[i - len] = (unsigned char)p[i] < ' ' || p[i] == 0x7f ? '?' : p[i];
+	x->region[end - len] = '\0';
+	return n;
+}
+
 /* error.message of an OpenAI or Anthropic error body, or NULL; a new string to free. */
 static char *error_message(const struct buf *body)
 {
@@ -302,6 +335,24 @@ static void set_error(struct target *t, const char *key, const char *what, const
 		t->last_error[i] = (unsigned char)e.data[i] < ' ' || e.data[i] == 0x7f ? ' ' : e.data[i];
 	t->last_error[n] = '\0';
 	buf_release(&e);
+}
+
+static void count_region(struct target *t, const char *region)
+{
+	if (!*region)
+		return;
+	for (size_t i = 0; i < t->nregions; i++) {
+		if (!strcmp(t->regions[i].name, region)) {
+			t->regions[i].n++;
+			return;
+		}
+	}
+	if (t->nregions == MAX_REGIONS) {
+		t->regions_other++;
+		return;
+	}
+	snprintf(t->regions[t->nregions].name, sizeof(t->regions[0].name), "%s", region);
+	t->regions[t->nregions++].n = 1;
 }
 
 /*
@@ -343,6 +394,8 @@ static int request(struct target *t, const struct opts *o, const char *key,
 		curl_easy_setopt(x.h, CURLOPT_CAINFO, o->cacert);
 	curl_easy_setopt(x.h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(x.h, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(x.h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(x.h, CURLOPT_HEADERDATA, &x);
 	if (body) {
 		curl_easy_setopt(x.h, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(x.h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -374,6 +427,14 @@ static int request(struct target *t, const struct opts *o, const char *key,
 	if (ret < 0) {
 		t->last_status = status;
 		goto out;
+	}
+	if (body || !o->model)
+		count_region(t, x.region);
+	{
+		char *ip = NULL;
+
+		curl_easy_getinfo(x.h, CURLINFO_PRIMARY_IP, &ip);
+		snprintf(t->address, sizeof(t->address), "%s", ip ? ip : "");
 	}
 	curl_easy_getinfo(x.h, CURLINFO_NAMELOOKUP_TIME_T, &tm[0]);
 	curl_easy_getinfo(x.h, CURLINFO_CONNECT_TIME_T, &tm[1]);
@@ -493,6 +554,14 @@ static void print_table(struct target **order, size_t n, const struct opts *o)
 			print_ms(t->r.stat[p].p90);
 			putchar('\n');
 		}
+		if (t->nregions) {
+			printf("%*s%-8s", indent, "", "region");
+			for (size_t k = 0; k < t->nregions; k++)
+				printf("%s %s %u", k ? "," : "", t->regions[k].name, t->regions[k].n);
+			if (t->regions_other)
+				printf(", (other) %u", t->regions_other);
+			putchar('\n');
+		}
 		if (first)
 			printf("%3zu  %-*s  %7s  ", i + 1, w, t->r.url, ok);
 		else if (t->r.errors)
@@ -534,6 +603,13 @@ static void print_json(struct target **order, size_t n, const struct opts *o)
 		json_object_set_new(e, "errors", json_integer(t->r.errors));
 		json_object_set_new(e, "last_error", t->r.errors ? json_string(t->last_error) : json_null());
 		json_object_set_new(e, "last_status", t->last_status ? json_integer(t->last_status) : json_null());
+		json_object_set_new(e, "address", *t->address ? json_string(t->address) : json_null());
+		json_t *regions = json_object();
+		for (size_t k = 0; k < t->nregions; k++)
+			json_object_set_new(regions, t->regions[k].name, json_integer(t->regions[k].n));
+		if (t->regions_other)
+			json_object_set_new(regions, "(other)", json_integer(t->regions_other));
+		json_object_set_new(e, "regions", regions);
 		for (int p = 0; p < PROBE_NPHASES; p++) {
 			char name[16];
 

@@ -140,6 +140,8 @@ describe('probe: three mock regions with different delays', () => {
 			}
 			// a reused connection would report a zero connect time
 			assert.ok(e.connect_ms.min > 0, `${name}: a TCP handshake every round: ${JSON.stringify(e.connect_ms)}`);
+			assert.equal(e.address, mocks[name].host, 'the address that answered');
+			assert.deepEqual(e.regions, {}, 'a mock sends no x-meridian-region');
 			assert.equal(e.tls_ms, null);
 			assert.equal(e.ttft_ms, null);
 			assert.equal(e.stream_ms, null);
@@ -387,10 +389,19 @@ describe('probe through a Meridian gateway: its regional endpoints, ranked by th
 			const region = Object.keys(pinned).find((k) => url(k) === e.url);
 			assert.equal(e.rounds_ok, ROUNDS, JSON.stringify(e));
 			within(e.ttft_ms.median, RTT[region] - EARLY_MS, RTT[region] + 2 * SLACK_MS, `${region} through the gateway`);
-			// each regional endpoint's completions reached its own region only
+			// each regional endpoint's completions reached its own region only, and said so
 			assert.equal((await mocks[region].stats()).by_path['/v1/chat/completions'], ROUNDS, region);
+			assert.deepEqual(e.regions, { [region]: ROUNDS }, `${region}: x-meridian-region of its answers`);
+			assert.equal(e.address, '127.0.0.1');
 		}
-		// the global endpoint answers too (which region serves it is the router's choice)
+		// the global endpoint answers too, from regions the router chose and the probe names
+		const g = await probe(['--model', 'grok-4', '--rounds', '3', gw.url]);
+		assert.equal(g.code, 0, g.stderr);
+		const m = /^\s+region\s+(.*)$/m.exec(g.stdout);
+		assert.ok(m, `a region row: ${g.stdout}`);
+		const named = Object.fromEntries(m[1].split(', ').map((x) => x.split(' ')).map(([k, n]) => [k, Number(n)]));
+		assert.equal(Object.values(named).reduce((a, b) => a + b, 0), 3, m[1]);
+		for (const k of Object.keys(named)) assert.ok(k in RTT, `${k} is one of the regions`);
 		const f = await probe(['--failover', '--model', 'grok-4', '--rounds', '3', url('us-east-1'), gw.url]);
 		assert.equal(f.code, 0, f.stderr);
 		assert.deepEqual(f.stdout.trim().split('\n').sort(), [gw.url, url('us-east-1')].sort());
