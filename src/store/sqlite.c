@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -13,14 +14,43 @@
 #define STR(x) STR_(x)
 
 /*
+ * A row's key is k = ts_us * 1024 + n, n telling apart the records of one microsecond: rows
+ * are in time order in the table's own b-tree, so there is no index to write, and a batch
+ * sorted by time goes in at the end of it. ts_us is kept within +-2^53 (year 2255) so that k
+ * fits in 63 bits.
+ */
+#define K_SHIFT 1024
+#define TS_MAX (((int64_t)1 << 53) - 1)
+#define TS_MIN (-TS_MAX)
+#define ID_WINDOW_BEFORE_US (10 * 1000000LL) /* get: an id's time against its ts_us, below */
+#define ID_WINDOW_AFTER_US (1000000LL)
+
+/*
+ * The fields of a record in r, a JSON array, by position. The ones filters and stats read come
+ * first, so that a scan stops early. Everything but the key, the cost and the bodies lives in
+ * one column: each column costs the writer its bind, its copy and its header, and the bytes of
+ * the row are written twice (WAL, then the checkpoint); as one array a record is ~200 bytes.
+ */
+enum {
+	F_ID, F_ACCOUNT, F_GATEWAY, F_PROVIDER, F_MODEL, F_REGION, F_STATUS, F_TERMINATION,
+	F_LATENCY_BUCKET, F_TOKENS_IN, F_TOKENS_OUT, F_CACHE, F_ERROR_CODE, F_METADATA,
+	F_MODEL_SERVED, F_ENDPOINT, F_REGION_REQUESTED, F_METHOD, F_PATH, F_SURFACE, F_STREAM,
+	F_LATENCY_US, F_TTFB_US, F_TOKENS_ESTIMATED, F_ATTEMPTS,
+	NF
+};
+/* the fields a stats scan or a filter may read: all up to the metadata */
+#define NF_FILTER (F_METADATA + 1)
+
+/* json_extract() paths of the view, as text (SQLite only takes literals there) */
+#define J(i) "json_extract(r, '$[" STR(i) "]')"
+#define A(i) "json_extract(a.value, '$[" STR(i) "]')"
+
+/*
  * Migrations: migrations[i] takes a file from version i to i + 1, all in the transaction that
  * records the new version. A file of a newer Meridian is refused rather than guessed at.
  */
 static const char *const migrations[LOG_SCHEMA_VERSION] = {
-	/* A rowid table: rows go in at the end, in the order requests end. No unique key on
-	 * the id: a client may send the same x-request-id twice and both requests are logged,
-	 * and a batch is one transaction whose outcome the writer always knows, so nothing is
-	 * replayed into SQLite. */
+	/* 1: a rowid table and two indexes; made as it was, then migrated */
 	"CREATE TABLE requests("
 	" id TEXT NOT NULL,"
 	" ts_us INTEGER NOT NULL,"
@@ -33,34 +63,50 @@ static const char *const migrations[LOG_SCHEMA_VERSION] = {
 	" tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,"
 	" tokens_estimated INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,"
 	" cache TEXT, metadata TEXT, attempts TEXT, request_body TEXT, response_body TEXT);"
-	/* Two indexes only: every index is written for every request, on the writer thread,
-	 * which shares the machine with the workers. (ts_us) carries the columns that filters
-	 * and stats read, so a stats scan reads this index, a seventh of the table, and a
-	 * filtered page walks it newest first, reading a row only for a match (a million
-	 * records in a few hundred milliseconds at worst). Request ids begin with their time,
-	 * so the id index grows at its end like the table. */
 	"CREATE INDEX requests_ts ON requests(ts_us, model, region, provider, account, gateway,"
 	" status, latency_bucket, tokens_in, tokens_out, cost_usd, cache);"
 	"CREATE INDEX requests_id ON requests(id);",
+
+	/* 2: one b-tree keyed by time, the record as one JSON array (the F_ order), and a view
+	 * named and shaped like version 1's table for anyone who reads the file with SQL. The
+	 * attempts of version 1 rows stay their JSON text (a string in r); the writer's are
+	 * arrays [region, deployment, model, status, error, ms]. */
+	"CREATE TABLE requests_data("
+	" k INTEGER PRIMARY KEY,"
+	" cost_usd REAL NOT NULL DEFAULT 0,"
+	" r TEXT NOT NULL,"
+	" request_body TEXT, response_body TEXT);"
+	"INSERT INTO requests_data(k, cost_usd, r, request_body, response_body)"
+	" SELECT ts_us * " STR(K_SHIFT) " + row_number() OVER (PARTITION BY ts_us ORDER BY id, rowid)"
+	" - 1, cost_usd, json_array(id, account, gateway, provider, model, region, status,"
+	" termination, latency_bucket, tokens_in, tokens_out, cache, error_code, metadata,"
+	" model_served, endpoint, region_requested, method, path, surface, stream, latency_us,"
+	" ttfb_us, tokens_estimated, coalesce(attempts, '[]')), request_body, response_body"
+	" FROM requests ORDER BY ts_us, id, rowid;"
+	"DROP TABLE requests;"
+	"CREATE VIEW requests AS SELECT " J(0) " AS id, (k - (k & 1023)) / " STR(K_SHIFT) " AS ts_us, "
+	J(1) " AS account, " J(2) " AS gateway, " J(3) " AS provider, " J(4) " AS model, "
+	J(14) " AS model_served, " J(15) " AS endpoint, " J(16) " AS region_requested, "
+	J(5) " AS region, " J(17) " AS method, " J(18) " AS path, " J(19) " AS surface, "
+	J(20) " AS stream, " J(6) " AS status, " J(12) " AS error_code, " J(7) " AS termination, "
+	J(21) " AS latency_us, " J(22) " AS ttfb_us, " J(8) " AS latency_bucket, "
+	J(9) " AS tokens_in, " J(10) " AS tokens_out, " J(23) " AS tokens_estimated, cost_usd, "
+	J(11) " AS cache, " J(13) " AS metadata,"
+	" CASE json_type(r, '$[24]') WHEN 'text' THEN " J(24) " ELSE (SELECT json_group_array("
+	"json_object('region', " A(0) ", 'deployment', " A(1) ", 'model', " A(2) ","
+	" 'status', nullif(" A(3) ", 0), 'error', " A(4) ", 'ms', " A(5) "))"
+	" FROM json_each(r, '$[24]') a) END AS attempts,"
+	" request_body, response_body FROM requests_data;",
 };
-
-#define COLS_LIST                                                                                 \
-	"id, ts_us, account, gateway, provider, model, model_served, endpoint, region_requested,"  \
-	" region, method, path, surface, stream, status, error_code, termination, latency_us,"     \
-	" ttfb_us, tokens_in, tokens_out, tokens_estimated, cost_usd, cache, metadata, attempts"
-#define COLS_GET COLS_LIST ", request_body, response_body"
-
-static const char insert_sql[] =
-	"INSERT INTO requests(id, ts_us, account, gateway, provider, model, model_served,"
-	" endpoint, region_requested, region, method, path, surface, stream, status, error_code,"
-	" termination, latency_us, ttfb_us, latency_bucket, tokens_in, tokens_out,"
-	" tokens_estimated, cost_usd, cache, metadata, attempts, request_body, response_body)"
-	" VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 struct sq {
 	sqlite3 *db;
-	sqlite3_stmt *insert, *begin, *commit, *rollback, *prune, *get;
-	struct buf tmp; /* the writer's attempts JSON */
+	sqlite3_stmt *insert, *begin, *commit, *rollback, *prune, *get, *scan_desc, *scan;
+	struct buf tmp;               /* the writer's r; the reader's decoded strings */
+	struct log_record **sorted;   /* the writer's batch in time order */
+	size_t nsorted;
+	struct log_attempt *att;      /* the reader's decoded attempts */
+	size_t natt;
 };
 
 static const char *spec_path(const char *spec)
@@ -105,11 +151,34 @@ static void sq_free(struct sq *s)
 	sqlite3_finalize(s->rollback);
 	sqlite3_finalize(s->prune);
 	sqlite3_finalize(s->get);
+	sqlite3_finalize(s->scan_desc);
+	sqlite3_finalize(s->scan);
 	sqlite3_close(s->db);
 	buf_release(&s->tmp);
+	free(s->sorted);
+	free(s->att);
 	free(s);
 }
 
+static int64_t ts_clamp(int64_t ts)
+{
+	return ts > TS_MAX ? TS_MAX : ts < TS_MIN ? TS_MIN : ts;
+}
+
+/* The first key of microsecond ts; beyond the range, past every key. */
+static int64_t k_of(int64_t ts)
+{
+	if (ts > TS_MAX)
+		return INT64_MAX;
+	if (ts < TS_MIN)
+		return INT64_MIN;
+	return ts * K_SHIFT;
+}
+
+static int64_t ts_of(int64_t k)
+{
+	return (k - (k & (K_SHIFT - 1))) / K_SHIFT;
+}
 /* The version recorded in the file; 0 for a file without the table (new or not ours). */
 static int schema_version(sqlite3 *db, int *version)
 {
@@ -209,12 +278,16 @@ static void *sq_open_writer(const char *spec, char *err, size_t errlen)
 	}
 	if (migrate(s, path, err, errlen) < 0)
 		goto fail;
-	if (prepare(s, insert_sql, &s->insert, err, errlen) < 0 ||
+	/* OR IGNORE: a key taken (two records of one microsecond) is seen as no change, and the
+	 * record tried again with the next n */
+	if (prepare(s, "INSERT OR IGNORE INTO requests_data(k, cost_usd, r, request_body,"
+		       " response_body) VALUES(?,?,?,?,?)",
+		    &s->insert, err, errlen) < 0 ||
 	    prepare(s, "BEGIN IMMEDIATE", &s->begin, err, errlen) < 0 ||
 	    prepare(s, "COMMIT", &s->commit, err, errlen) < 0 ||
 	    prepare(s, "ROLLBACK", &s->rollback, err, errlen) < 0 ||
 	    prepare(s,
-		    "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE ts_us < ?"
+		    "DELETE FROM requests_data WHERE k IN (SELECT k FROM requests_data WHERE k < ?"
 		    " LIMIT " STR(PRUNE_CHUNK) ")",
 		    &s->prune, err, errlen) < 0)
 		goto fail;
@@ -225,6 +298,105 @@ fail:
 	return NULL;
 }
 
+/* ---- a record as r ------------------------------------------------------------------------ */
+
+static void put_s(struct buf *b, const char *s)
+{
+	size_t n;
+	char *w;
+
+	if (!s) {
+		buf_append(b, "null,", 5);
+		return;
+	}
+	n = strlen(s);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == '"' || c == '\\') {
+			buf_append(b, "\"", 1);
+			buf_append_json_str(b, s, n);
+			buf_append(b, "\",", 2);
+			return;
+		}
+	}
+	/* nothing to escape, as nearly always: one copy */
+	buf_reserve(b, n + 3);
+	w = b->data + b->len;
+	w[0] = '"';
+	memcpy(w + 1, s, n);
+	w[n + 1] = '"';
+	w[n + 2] = ',';
+	b->len += n + 3;
+}
+
+static void put_i(struct buf *b, int64_t v)
+{
+	char tmp[24];
+	size_t k = sizeof(tmp);
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	tmp[--k] = ',';
+	do {
+		tmp[--k] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		tmp[--k] = '-';
+	buf_append(b, tmp + k, sizeof(tmp) - k);
+}
+
+static int64_t clamp_u64(uint64_t v)
+{
+	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
+/* r in the F_ order; each put_ leaves a comma, the last is overwritten by the bracket. */
+static void encode(struct buf *b, const struct log_record *r)
+{
+	buf_reset(b);
+	buf_append(b, "[", 1);
+	put_s(b, r->id);
+	put_s(b, r->account);
+	put_s(b, r->gateway);
+	put_s(b, r->provider);
+	put_s(b, r->model);
+	put_s(b, r->region);
+	put_i(b, r->status);
+	put_s(b, r->termination);
+	put_i(b, log_latency_bucket(r->latency_us));
+	put_i(b, clamp_u64(r->tokens_in));
+	put_i(b, clamp_u64(r->tokens_out));
+	put_s(b, r->cache);
+	put_s(b, r->error_code);
+	put_s(b, r->metadata);
+	put_s(b, r->model_served);
+	put_s(b, r->endpoint);
+	put_s(b, r->region_requested);
+	put_s(b, r->method);
+	put_s(b, r->path);
+	put_s(b, r->surface);
+	put_i(b, r->stream);
+	put_i(b, clamp_u64(r->latency_us));
+	put_i(b, clamp_u64(r->ttfb_us));
+	put_i(b, r->tokens_estimated);
+	buf_append(b, "[", 1);
+	for (size_t i = 0; i < r->nattempts; i++) {
+		const struct log_attempt *a = &r->attempts[i];
+		buf_append(b, "[", 1);
+		put_s(b, a->region);
+		put_s(b, a->deployment);
+		put_s(b, a->model);
+		put_i(b, a->status);
+		put_s(b, a->error);
+		put_i(b, a->ms);
+		b->data[b->len - 1] = ']';
+		buf_append(b, ",", 1);
+	}
+	if (r->nattempts)
+		b->len--;
+	buf_append(b, "]]", 2);
+}
+
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
 	if (s)
@@ -233,61 +405,72 @@ static void bind_text(sqlite3_stmt *st, int i, const char *s)
 		sqlite3_bind_null(st, i);
 }
 
-static int insert_one(struct sq *s, const struct log_record *r)
+/* Inserts r with the first free key of its microsecond from *n on; *n is the one it got. */
+static int insert_one(struct sq *s, const struct log_record *r, int64_t *ts, int *n)
 {
 	sqlite3_stmt *st = s->insert;
-	int i = 1, rc;
 
-	buf_reset(&s->tmp);
-	log_json_attempts(&s->tmp, r->attempts, r->nattempts);
-	buf_append(&s->tmp, "", 1); /* NUL */
+	encode(&s->tmp, r);
+	sqlite3_bind_double(st, 2, r->cost_usd);
+	sqlite3_bind_text(st, 3, s->tmp.data, (int)s->tmp.len, SQLITE_STATIC);
+	bind_text(st, 4, r->request_body);
+	bind_text(st, 5, r->response_body);
+	for (;;) {
+		int rc;
 
-	bind_text(st, i++, r->id);
-	sqlite3_bind_int64(st, i++, r->ts_us);
-	bind_text(st, i++, r->account);
-	bind_text(st, i++, r->gateway);
-	bind_text(st, i++, r->provider);
-	bind_text(st, i++, r->model);
-	bind_text(st, i++, r->model_served);
-	bind_text(st, i++, r->endpoint);
-	bind_text(st, i++, r->region_requested);
-	bind_text(st, i++, r->region);
-	bind_text(st, i++, r->method);
-	bind_text(st, i++, r->path);
-	bind_text(st, i++, r->surface);
-	sqlite3_bind_int(st, i++, r->stream);
-	sqlite3_bind_int(st, i++, r->status);
-	bind_text(st, i++, r->error_code);
-	bind_text(st, i++, r->termination);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->latency_us);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->ttfb_us);
-	sqlite3_bind_int(st, i++, log_latency_bucket(r->latency_us));
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->tokens_in);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)r->tokens_out);
-	sqlite3_bind_int(st, i++, r->tokens_estimated);
-	sqlite3_bind_double(st, i++, r->cost_usd);
-	bind_text(st, i++, r->cache);
-	bind_text(st, i++, r->metadata);
-	bind_text(st, i++, s->tmp.data);
-	bind_text(st, i++, r->request_body);
-	bind_text(st, i++, r->response_body);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc == SQLITE_DONE ? 0 : -1;
+		sqlite3_bind_int64(st, 1, *ts * K_SHIFT + *n);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return -1;
+		if (sqlite3_changes(s->db) == 1)
+			return 0;
+		/* 1024 records in one microsecond: the next microsecond takes the rest */
+		if (++*n == K_SHIFT) {
+			*n = 0;
+			if (*ts < TS_MAX)
+				++*ts;
+		}
+	}
+}
+
+static int by_time(const void *x, const void *y)
+{
+	const struct log_record *a = *(struct log_record *const *)x;
+	const struct log_record *b = *(struct log_record *const *)y;
+	/* unclamped: clamping keeps the order */
+	return a->ts_us < b->ts_us ? -1 : a->ts_us > b->ts_us ? 1 : strcmp(a->id, b->id);
 }
 
 static int sq_write(void *h, struct log_record *const *recs, size_t n, char *err, size_t errlen)
 {
 	struct sq *s = h;
+	int64_t last_ts = 0;
+	int last_n = -1;
+
+	/* in time order, the rows go in at the end of the b-tree (records come in the order
+	 * requests end, which is not quite their order of arrival) */
+	if (n > s->nsorted) {
+		s->sorted = xrealloc(s->sorted, n * sizeof(*s->sorted));
+		s->nsorted = n;
+	}
+	memcpy(s->sorted, recs, n * sizeof(*recs));
+	qsort(s->sorted, n, sizeof(*s->sorted), by_time);
 
 	if (run(s->begin) < 0)
 		return fail(err, errlen, s->db, "cannot begin a log transaction", NULL);
 	for (size_t i = 0; i < n; i++) {
-		if (insert_one(s, recs[i]) < 0) {
+		int64_t ts = ts_clamp(s->sorted[i]->ts_us);
+		int kn = last_n >= 0 && ts == last_ts ? last_n + 1 : 0;
+
+		if (kn == K_SHIFT)
+			kn = 0, ts = ts < TS_MAX ? ts + 1 : ts;
+		if (insert_one(s, s->sorted[i], &ts, &kn) < 0) {
 			fail(err, errlen, s->db, "cannot insert a log record", NULL);
 			goto rollback;
 		}
+		last_ts = ts;
+		last_n = kn;
 	}
 	if (run(s->commit) < 0) {
 		fail(err, errlen, s->db, "cannot commit log records", NULL);
@@ -306,7 +489,7 @@ static int sq_prune(void *h, int64_t before_us, char *err, size_t errlen)
 	struct sq *s = h;
 
 	for (;;) {
-		sqlite3_bind_int64(s->prune, 1, before_us);
+		sqlite3_bind_int64(s->prune, 1, k_of(before_us));
 		if (run(s->prune) < 0)
 			return fail(err, errlen, s->db, "cannot delete old log records", NULL);
 		if (sqlite3_changes(s->db) < PRUNE_CHUNK)
@@ -317,6 +500,287 @@ static int sq_prune(void *h, int64_t before_us, char *err, size_t errlen)
 static void sq_close_writer(void *h)
 {
 	sq_free(h);
+}
+
+/* ---- r read back -------------------------------------------------------------------------- */
+
+/* One element of a JSON array: a string (p, n: between the quotes, escapes as stored), a
+ * number, null, or a nested array (p, n: with its brackets). */
+struct span {
+	const char *p;
+	size_t n;
+	char kind; /* 's', '0' (number), 'n' (null), '[' */
+};
+
+static const char *skip_string(const char *p, const char *end)
+{
+	for (p++; p < end; p++) {
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p + 1;
+	}
+	return NULL;
+}
+
+/* The elements of the array at p (up to max of them): their count, or -1 if it is not one. */
+static int scan_array(const char *p, size_t len, struct span *sp, int max)
+{
+	const char *end = p + len, *q;
+	int n = 0;
+
+	if (len < 2 || *p != '[')
+		return -1;
+	p++;
+	if (*p == ']')
+		return 0;
+	for (;;) {
+		struct span s = {p, 0, 0};
+
+		if (p >= end)
+			return -1;
+		if (*p == '"') {
+			if (!(q = skip_string(p, end)))
+				return -1;
+			s = (struct span){p + 1, (size_t)(q - p - 2), 's'};
+		} else if (*p == '[' || *p == '{') {
+			int depth = 0;
+			for (q = p; q < end; q++) {
+				if (*q == '"') {
+					if (!(q = skip_string(q, end)))
+						return -1;
+					q--;
+				} else if (*q == '[' || *q == '{') {
+					depth++;
+				} else if ((*q == ']' || *q == '}') && --depth == 0) {
+					break;
+				}
+			}
+			if (q >= end)
+				return -1;
+			q++;
+			s = (struct span){p, (size_t)(q - p), '['};
+		} else {
+			for (q = p; q < end && *q != ',' && *q != ']'; q++)
+				;
+			s = (struct span){p, (size_t)(q - p), *p == 'n' ? 'n' : '0'};
+		}
+		if (n < max)
+			sp[n] = s;
+		n++;
+		p = q;
+		if (p >= end)
+			return -1;
+		if (*p == ']')
+			return n;
+		if (*p != ',')
+			return -1;
+		p++;
+		if (n == max)
+			return n; /* the rest is not wanted */
+	}
+}
+
+static int64_t span_int(const struct span *s)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+	bool neg;
+
+	if (s->kind != '0' || !s->n)
+		return 0;
+	neg = s->p[0] == '-';
+	for (i = neg; i < s->n && s->p[i] >= '0' && s->p[i] <= '9'; i++)
+		v = v * 10 + (uint64_t)(s->p[i] - '0');
+	if (v > INT64_MAX)
+		v = INT64_MAX;
+	return neg ? -(int64_t)v : (int64_t)v;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0'
+	     : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	     : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				    : -1;
+}
+
+static unsigned hex4(const char *p, const char *end)
+{
+	unsigned v = 0;
+
+	if (end - p < 4)
+		return 0xfffd;
+	for (int i = 0; i < 4; i++) {
+		int h = hexval(p[i]);
+		if (h < 0)
+			return 0xfffd;
+		v = v << 4 | (unsigned)h;
+	}
+	return v;
+}
+
+/* Appends the string s decodes to at *o (room for s->n + 1 bytes is there: decoding never
+ * lengthens), NUL-terminated; returns where it starts. */
+static char *unescape(const struct span *s, char **o)
+{
+	char *start = *o, *w = *o;
+	const char *p = s->p, *end = s->p + s->n;
+
+	while (p < end) {
+		const char *e = memchr(p, '\\', (size_t)(end - p));
+		size_t run = e ? (size_t)(e - p) : (size_t)(end - p);
+		unsigned c;
+
+		memcpy(w, p, run);
+		w += run;
+		p += run;
+		if (!e || p + 1 >= end)
+			break;
+		p++;
+		switch (*p++) {
+		case 'b': *w++ = '\b'; continue;
+		case 'f': *w++ = '\f'; continue;
+		case 'n': *w++ = '\n'; continue;
+		case 'r': *w++ = '\r'; continue;
+		case 't': *w++ = '\t'; continue;
+		case 'u': break;
+		default: *w++ = p[-1]; continue; /* \" \\ \/ */
+		}
+		c = hex4(p, end);
+		p += end - p < 4 ? end - p : 4;
+		if (c >= 0xd800 && c < 0xdc00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+			unsigned lo = hex4(p + 2, end);
+			if (lo >= 0xdc00 && lo < 0xe000) {
+				c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+				p += 6;
+			}
+		}
+		/* \uXXXX takes 6 bytes (12 for a pair) and becomes at most 3 (4) */
+		if (c < 0x80) {
+			*w++ = (char)c;
+		} else if (c < 0x800) {
+			*w++ = (char)(0xc0 | c >> 6);
+			*w++ = (char)(0x80 | (c & 0x3f));
+		} else if (c < 0x10000) {
+			*w++ = (char)(0xe0 | c >> 12);
+			*w++ = (char)(0x80 | (c >> 6 & 0x3f));
+			*w++ = (char)(0x80 | (c & 0x3f));
+		} else {
+			*w++ = (char)(0xf0 | c >> 18);
+			*w++ = (char)(0x80 | (c >> 12 & 0x3f));
+			*w++ = (char)(0x80 | (c >> 6 & 0x3f));
+			*w++ = (char)(0x80 | (c & 0x3f));
+		}
+	}
+	*w++ = '\0';
+	*o = w;
+	return start;
+}
+
+/* A row read back: the fields as a record whose strings live in the reader's buffer. */
+struct row {
+	struct span sp[NF];
+	int n;              /* fields scanned */
+	int64_t k;
+	struct log_record r;
+	const char *attempts_json; /* version 1 rows: their attempts' text */
+};
+
+/*
+ * Scans the row the statement is on (k, cost_usd, r, ...) and decodes fields up to upto (NF:
+ * all of them, attempts included). -1: r is not what this store writes.
+ */
+static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto)
+{
+	const char *r = (const char *)sqlite3_column_text(st, 2);
+	size_t len = (size_t)sqlite3_column_bytes(st, 2);
+	char *o;
+
+	memset(&w->r, 0, sizeof(w->r));
+	w->attempts_json = NULL;
+	w->k = sqlite3_column_int64(st, 0);
+	w->n = r ? scan_array(r, len, w->sp, upto) : -1;
+	if (w->n < upto)
+		return -1;
+	buf_reset(&s->tmp);
+	buf_reserve(&s->tmp, len + 1);
+	o = s->tmp.data;
+#define STRF(f) (w->sp[f].kind == 's' ? unescape(&w->sp[f], &o) : NULL)
+	const char *id = STRF(F_ID);
+	snprintf(w->r.id, sizeof(w->r.id), "%s", id ? id : "");
+	w->r.ts_us = ts_of(w->k);
+	w->r.account = STRF(F_ACCOUNT);
+	w->r.gateway = STRF(F_GATEWAY);
+	w->r.provider = STRF(F_PROVIDER);
+	w->r.model = STRF(F_MODEL);
+	w->r.region = STRF(F_REGION);
+	w->r.status = (int)span_int(&w->sp[F_STATUS]);
+	w->r.termination = STRF(F_TERMINATION);
+	w->r.tokens_in = (uint64_t)span_int(&w->sp[F_TOKENS_IN]);
+	w->r.tokens_out = (uint64_t)span_int(&w->sp[F_TOKENS_OUT]);
+	w->r.cache = STRF(F_CACHE);
+	w->r.error_code = STRF(F_ERROR_CODE);
+	w->r.metadata = STRF(F_METADATA);
+	w->r.cost_usd = sqlite3_column_double(st, 1);
+	if (upto < NF)
+		return 0;
+	w->r.model_served = STRF(F_MODEL_SERVED);
+	w->r.endpoint = STRF(F_ENDPOINT);
+	w->r.region_requested = STRF(F_REGION_REQUESTED);
+	w->r.method = STRF(F_METHOD);
+	w->r.path = STRF(F_PATH);
+	w->r.surface = STRF(F_SURFACE);
+	w->r.stream = span_int(&w->sp[F_STREAM]) != 0;
+	w->r.latency_us = (uint64_t)span_int(&w->sp[F_LATENCY_US]);
+	w->r.ttfb_us = (uint64_t)span_int(&w->sp[F_TTFB_US]);
+	w->r.tokens_estimated = span_int(&w->sp[F_TOKENS_ESTIMATED]) != 0;
+	if (w->sp[F_ATTEMPTS].kind == 's') {
+		w->attempts_json = STRF(F_ATTEMPTS);
+	} else if (w->sp[F_ATTEMPTS].kind == '[') {
+		const struct span *a = &w->sp[F_ATTEMPTS];
+		/* an attempt takes 13 bytes of r at least: "[null,...,0]," */
+		size_t max = a->n / 13 + 1, na;
+		int got;
+		if (max > s->natt) {
+			s->att = xrealloc(s->att, max * sizeof(*s->att));
+			s->natt = max;
+		}
+		struct span few[8], *as = max <= 8 ? few : xmalloc(max * sizeof(*as));
+		got = scan_array(a->p, a->n, as, (int)max);
+		na = got < 0 ? 0 : (size_t)got > max ? max : (size_t)got;
+		for (size_t i = 0; i < na; i++) {
+			struct span f[6];
+			struct log_attempt *at = &s->att[i];
+			memset(at, 0, sizeof(*at));
+			if (as[i].kind != '[' || scan_array(as[i].p, as[i].n, f, 6) != 6) {
+				if (as != few)
+					free(as);
+				return -1;
+			}
+			at->region = f[0].kind == 's' ? unescape(&f[0], &o) : NULL;
+			at->deployment = f[1].kind == 's' ? unescape(&f[1], &o) : NULL;
+			at->model = f[2].kind == 's' ? unescape(&f[2], &o) : NULL;
+			at->status = (int)span_int(&f[3]);
+			at->error = f[4].kind == 's' ? unescape(&f[4], &o) : NULL;
+			at->ms = (uint32_t)span_int(&f[5]);
+		}
+		if (as != few)
+			free(as);
+		w->r.attempts = s->att;
+		w->r.nattempts = na;
+	}
+#undef STRF
+	if (sqlite3_column_count(st) > 3) {
+		w->r.request_body = (const char *)sqlite3_column_text(st, 3);
+		w->r.response_body = (const char *)sqlite3_column_text(st, 4);
+	}
+	return 0;
+}
+
+static void row_json(const struct row *w, struct buf *out, bool bodies)
+{
+	log_json_record(out, &w->r, w->attempts_json, bodies);
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
@@ -348,7 +812,15 @@ static void *sq_open_reader(const char *spec, char *err, size_t errlen)
 				 path, v, LOG_SCHEMA_VERSION);
 		goto fail;
 	}
-	if (prepare(s, "SELECT " COLS_GET " FROM requests WHERE id = ?", &s->get, err, errlen) < 0)
+	/* every query is a range of keys, that is of time; the filters are applied here */
+	if (prepare(s, "SELECT k, cost_usd, r, request_body, response_body FROM requests_data"
+		       " WHERE k >= ? AND k < ? ORDER BY k",
+		    &s->get, err, errlen) < 0 ||
+	    prepare(s, "SELECT k, cost_usd, r FROM requests_data WHERE k >= ? AND k < ? ORDER BY k"
+		       " DESC",
+		    &s->scan_desc, err, errlen) < 0 ||
+	    prepare(s, "SELECT k, cost_usd, r FROM requests_data WHERE k >= ? AND k < ? ORDER BY k",
+		    &s->scan, err, errlen) < 0)
 		goto fail;
 	return s;
 fail:
@@ -361,229 +833,246 @@ static void sq_close_reader(void *h)
 	sq_free(h);
 }
 
-/* A row of COLS_LIST (and the bodies after it when bodies) as JSON. */
-static void row_json(sqlite3_stmt *st, struct buf *out, bool bodies)
+/* The keys of [since, until) and before a cursor at c_ts (0: none). */
+static void bind_range(sqlite3_stmt *st, const struct log_filter *f, bool cursor, int64_t c_ts)
 {
-	struct log_record r;
-	const char *id = (const char *)sqlite3_column_text(st, 0);
-	int i = 1;
+	int64_t lo = f->since_us ? k_of(f->since_us) : INT64_MIN;
+	int64_t hi = f->until_us ? k_of(f->until_us) : INT64_MAX;
 
-#define TXT(c) ((const char *)sqlite3_column_text(st, (c)))
-	memset(&r, 0, sizeof(r));
-	snprintf(r.id, sizeof(r.id), "%s", id ? id : "");
-	r.ts_us = sqlite3_column_int64(st, i++);
-	r.account = TXT(i++);
-	r.gateway = TXT(i++);
-	r.provider = TXT(i++);
-	r.model = TXT(i++);
-	r.model_served = TXT(i++);
-	r.endpoint = TXT(i++);
-	r.region_requested = TXT(i++);
-	r.region = TXT(i++);
-	r.method = TXT(i++);
-	r.path = TXT(i++);
-	r.surface = TXT(i++);
-	r.stream = sqlite3_column_int(st, i++) != 0;
-	r.status = sqlite3_column_int(st, i++);
-	r.error_code = TXT(i++);
-	r.termination = TXT(i++);
-	r.latency_us = (uint64_t)sqlite3_column_int64(st, i++);
-	r.ttfb_us = (uint64_t)sqlite3_column_int64(st, i++);
-	r.tokens_in = (uint64_t)sqlite3_column_int64(st, i++);
-	r.tokens_out = (uint64_t)sqlite3_column_int64(st, i++);
-	r.tokens_estimated = sqlite3_column_int(st, i++) != 0;
-	r.cost_usd = sqlite3_column_double(st, i++);
-	r.cache = TXT(i++);
-	r.metadata = TXT(i++);
-	const char *attempts = TXT(i++);
-	if (bodies) {
-		r.request_body = TXT(i++);
-		r.response_body = TXT(i++);
-	}
-#undef TXT
-	log_json_record(out, &r, attempts ? attempts : "[]", bodies);
+	if (cursor && c_ts < TS_MAX && k_of(c_ts + 1) < hi)
+		hi = k_of(c_ts + 1);
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, lo);
+	sqlite3_bind_int64(st, 2, hi);
 }
 
-/*
- * A WHERE clause from constant fragments, every value bound: input never becomes SQL text.
- * Values are bound in the order their "?" were appended.
- */
-struct bindv {
-	const char *s; /* text, or NULL for the integer */
-	int64_t i;
+static bool eq(const char *field, const char *want)
+{
+	return !want || (field && strcmp(field, want) == 0);
+}
+
+static bool has(const char *field, const char *q)
+{
+	return field && strstr(field, q);
+}
+
+/* The filters but the time range (the keys) and the cursor. */
+static bool matches(const struct log_record *r, const struct log_filter *f)
+{
+	if (!eq(r->account, f->account) || !eq(r->gateway, f->gateway) ||
+	    !eq(r->provider, f->provider) || !eq(r->model, f->model) || !eq(r->region, f->region) ||
+	    !eq(r->termination, f->termination))
+		return false;
+	if (f->status && r->status != f->status)
+		return false;
+	if (f->status_class &&
+	    (r->status < f->status_class * 100 || r->status >= f->status_class * 100 + 100))
+		return false;
+	if (f->q && f->q[0] &&
+	    !(has(r->id, f->q) || has(r->model, f->q) || has(r->error_code, f->q) ||
+	      has(r->metadata, f->q)))
+		return false;
+	return true;
+}
+
+static int corrupt(char *err, size_t errlen, int64_t k)
+{
+	snprintf(err, errlen, "log store: the record of key %" PRId64 " is not readable", k);
+	return -1;
+}
+
+/* The rows of one microsecond, rendered, waiting to be put in id order. */
+struct tie {
+	char id[48];
+	size_t off, len;
 };
 
-struct query {
-	struct buf sql;
-	struct bindv v[24];
-	int n;
-	bool any;
+struct page {
+	struct buf out, rows;      /* the page; the tie group's JSON */
+	struct tie *tie;
+	size_t ntie, cap;
+	int64_t ts;
+	size_t emitted, limit;
+	bool more;                 /* a row beyond the page matched */
+	int64_t last_ts;
+	char last_id[48];
 };
 
-static void q_int(struct query *q, int64_t i)
+static int tie_cmp(const void *a, const void *b)
 {
-	q->v[q->n++] = (struct bindv){NULL, i};
+	return -strcmp(((const struct tie *)a)->id, ((const struct tie *)b)->id);
 }
 
-static void q_text(struct query *q, const char *s)
+static void page_flush(struct page *p)
 {
-	q->v[q->n++] = (struct bindv){s, 0};
-}
-
-static void q_cond(struct query *q, const char *frag)
-{
-	buf_puts(&q->sql, q->any ? " AND " : " WHERE ");
-	buf_puts(&q->sql, frag);
-	q->any = true;
-}
-
-static void q_where(struct query *q, const struct log_filter *f, int64_t cursor_ts,
-		    const char *cursor_id)
-{
-	static const struct {
-		const char *frag;
-		size_t off;
-	} eq[] = {
-		{"account = ?", offsetof(struct log_filter, account)},
-		{"gateway = ?", offsetof(struct log_filter, gateway)},
-		{"provider = ?", offsetof(struct log_filter, provider)},
-		{"model = ?", offsetof(struct log_filter, model)},
-		{"region = ?", offsetof(struct log_filter, region)},
-		{"termination = ?", offsetof(struct log_filter, termination)},
-	};
-
-	if (f->since_us) {
-		q_cond(q, "ts_us >= ?");
-		q_int(q, f->since_us);
-	}
-	if (f->until_us) {
-		q_cond(q, "ts_us < ?");
-		q_int(q, f->until_us);
-	}
-	for (size_t k = 0; k < ARRAY_SIZE(eq); k++) {
-		const char *v = *(const char *const *)((const char *)f + eq[k].off);
-		if (v) {
-			q_cond(q, eq[k].frag);
-			q_text(q, v);
+	if (p->ntie > 1)
+		qsort(p->tie, p->ntie, sizeof(*p->tie), tie_cmp);
+	for (size_t i = 0; i < p->ntie && !p->more; i++) {
+		if (p->emitted == p->limit) {
+			p->more = true; /* the extra row: there is a next page */
+			break;
 		}
+		if (p->emitted)
+			buf_append(&p->out, ",", 1);
+		buf_append(&p->out, p->rows.data + p->tie[i].off, p->tie[i].len);
+		p->last_ts = p->ts;
+		memcpy(p->last_id, p->tie[i].id, sizeof(p->last_id));
+		p->emitted++;
 	}
-	if (f->status) {
-		q_cond(q, "status = ?");
-		q_int(q, f->status);
-	}
-	if (f->status_class) {
-		q_cond(q, "status >= ? AND status < ?");
-		q_int(q, f->status_class * 100);
-		q_int(q, f->status_class * 100 + 100);
-	}
-	if (f->q && f->q[0]) {
-		q_cond(q, "(instr(id, ?) > 0 OR instr(model, ?) > 0 OR instr(error_code, ?) > 0"
-			  " OR instr(metadata, ?) > 0)");
-		for (int k = 0; k < 4; k++)
-			q_text(q, f->q);
-	}
-	if (cursor_id) {
-		q_cond(q, "(ts_us < ? OR (ts_us = ? AND id < ?))");
-		q_int(q, cursor_ts);
-		q_int(q, cursor_ts);
-		q_text(q, cursor_id);
-	}
-}
-
-static int q_prepare(struct sq *s, struct query *q, sqlite3_stmt **st, char *err, size_t errlen)
-{
-	if (sqlite3_prepare_v2(s->db, q->sql.data, (int)q->sql.len, st, NULL) != SQLITE_OK)
-		return fail(err, errlen, s->db, "cannot query the log store", NULL);
-	for (int k = 0; k < q->n; k++) {
-		if (q->v[k].s)
-			sqlite3_bind_text(*st, k + 1, q->v[k].s, -1, SQLITE_STATIC);
-		else
-			sqlite3_bind_int64(*st, k + 1, q->v[k].i);
-	}
-	return 0;
+	p->ntie = 0;
+	buf_reset(&p->rows);
 }
 
 static int sq_query(void *h, const struct log_filter *f, struct buf *out, char *err, size_t errlen)
 {
 	struct sq *s = h;
-	struct query q = {BUF_INIT, {{0}}, 0, false};
-	struct buf page = BUF_INIT;
-	sqlite3_stmt *st = NULL;
-	int64_t cts = 0, last_ts = 0;
-	char cid[48], last_id[48] = "";
-	size_t rows = 0;
-	int rc = -1, step;
+	sqlite3_stmt *st = s->scan_desc;
+	struct page p = {BUF_INIT, BUF_INIT, NULL, 0, 0, 0, 0, f->limit, false, 0, ""};
+	struct row w;
+	int64_t cts = 0;
+	char cid[48];
+	int rc = -1, step = SQLITE_DONE;
 
 	if (f->cursor && log_cursor_decode(f->cursor, &cts, cid) < 0) {
 		snprintf(err, errlen, "invalid cursor");
 		goto out;
 	}
-	buf_puts(&q.sql, "SELECT " COLS_LIST " FROM requests");
-	q_where(&q, f, cts, f->cursor ? cid : NULL);
-	buf_puts(&q.sql, " ORDER BY ts_us DESC, id DESC LIMIT ?");
-	q_int(&q, (int64_t)f->limit + 1);
-	if (q_prepare(s, &q, &st, err, errlen) < 0)
-		goto out;
-
-	buf_puts(&page, "{\"data\":[");
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-		if (rows == f->limit)
-			break; /* the extra row: there is a next page */
-		if (rows)
-			buf_append(&page, ",", 1);
-		row_json(st, &page, false);
-		last_ts = sqlite3_column_int64(st, 1);
-		snprintf(last_id, sizeof(last_id), "%s", (const char *)sqlite3_column_text(st, 0));
-		rows++;
+	bind_range(st, f, f->cursor != NULL, cts);
+	buf_puts(&p.out, "{\"data\":[");
+	/* newest first; the rows of one microsecond come together, put in id order at its end */
+	while (!p.more && (step = sqlite3_step(st)) == SQLITE_ROW) {
+		if (row_read(s, st, &w, NF) < 0) {
+			corrupt(err, errlen, sqlite3_column_int64(st, 0));
+			goto out;
+		}
+		if (f->cursor && w.r.ts_us == cts && strcmp(w.r.id, cid) >= 0)
+			continue;
+		if (!matches(&w.r, f))
+			continue;
+		if (p.ntie && w.r.ts_us != p.ts)
+			page_flush(&p);
+		if (p.more)
+			break;
+		if (p.ntie == p.cap) {
+			p.cap = p.cap ? p.cap * 2 : 16;
+			p.tie = xrealloc(p.tie, p.cap * sizeof(*p.tie));
+		}
+		p.ts = w.r.ts_us;
+		memcpy(p.tie[p.ntie].id, w.r.id, sizeof(w.r.id));
+		p.tie[p.ntie].off = p.rows.len;
+		row_json(&w, &p.rows, false);
+		p.tie[p.ntie].len = p.rows.len - p.tie[p.ntie].off;
+		p.ntie++;
 	}
-	if (step != SQLITE_ROW && step != SQLITE_DONE) {
+	if (!p.more && step != SQLITE_DONE) {
 		fail(err, errlen, s->db, "cannot query the log store", NULL);
 		goto out;
 	}
-	buf_puts(&page, "],\"next_cursor\":");
-	if (step == SQLITE_ROW) {
-		buf_append(&page, "\"", 1);
-		log_cursor_encode(&page, last_ts, last_id);
-		buf_append(&page, "\"", 1);
+	page_flush(&p);
+	buf_puts(&p.out, "],\"next_cursor\":");
+	if (p.more) {
+		buf_append(&p.out, "\"", 1);
+		log_cursor_encode(&p.out, p.last_ts, p.last_id);
+		buf_append(&p.out, "\"", 1);
 	} else {
-		buf_puts(&page, "null");
+		buf_puts(&p.out, "null");
 	}
-	buf_append(&page, "}", 1);
-	buf_append(out, page.data, page.len);
+	buf_append(&p.out, "}", 1);
+	buf_append(out, p.out.data, p.out.len);
 	rc = 0;
 out:
-	sqlite3_finalize(st);
-	buf_release(&q.sql);
-	buf_release(&page);
+	sqlite3_reset(st);
+	buf_release(&p.out);
+	buf_release(&p.rows);
+	free(p.tie);
 	return rc;
 }
 
+/* The time our ids carry ("req_" then 13 hex digits of Unix microseconds, 11 random), or -1. */
+static int64_t id_time(const char *id)
+{
+	int64_t t = 0;
+
+	if (strncmp(id, "req_", 4) != 0 || strlen(id) != 28)
+		return -1;
+	for (int i = 4; i < 28; i++)
+		if (hexval(id[i]) < 0 || (id[i] >= 'A' && id[i] <= 'F'))
+			return -1;
+	for (int i = 4; i < 17; i++)
+		t = t << 4 | hexval(id[i]);
+	return t;
+}
+
+/* False when r cannot hold id: its first bytes differ (escapes aside). */
+static bool may_be(const char *id, const char *r)
+{
+	if (!r || r[0] != '[' || r[1] != '"')
+		return true; /* not ours to judge: decoded, then refused */
+	for (int i = 0; i < 4 && id[i]; i++) {
+		if (r[2 + i] == '\\')
+			return true;
+		if (r[2 + i] != id[i])
+			return false;
+	}
+	return true;
+}
+
+/* The first row of id between keys lo and hi: 0 with it in out, 1 when none, -1. */
+static int get_in(struct sq *s, const char *id, int64_t lo, int64_t hi, struct buf *out,
+		  char *err, size_t errlen)
+{
+	sqlite3_stmt *st = s->get;
+	struct row w;
+	int step, rc = 1;
+
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, lo);
+	sqlite3_bind_int64(st, 2, hi);
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		/* most rows are told apart by the id's first bytes, without decoding them */
+		if (!may_be(id, (const char *)sqlite3_column_text(st, 2)))
+			continue;
+		if (row_read(s, st, &w, NF) < 0) {
+			rc = corrupt(err, errlen, sqlite3_column_int64(st, 0));
+			break;
+		}
+		if (strcmp(w.r.id, id) == 0) {
+			row_json(&w, out, true);
+			rc = 0;
+			break;
+		}
+	}
+	if (step != SQLITE_ROW && step != SQLITE_DONE)
+		rc = fail(err, errlen, s->db, "cannot read the log store", NULL);
+	sqlite3_reset(st);
+	return rc;
+}
+
+/*
+ * There is no index on ids, which would cost every insert: our ids carry the time they were
+ * made, microseconds after the request's ts_us, so the rows of a few seconds around it are
+ * read. An id a client sent (or one whose clock moved) is looked for everywhere.
+ */
 static int sq_get(void *h, const char *id, struct buf *out, char *err, size_t errlen)
 {
 	struct sq *s = h;
-	int step, rc;
+	int64_t t = id_time(id);
+	int rc;
 
-	sqlite3_bind_text(s->get, 1, id, -1, SQLITE_STATIC);
-	step = sqlite3_step(s->get);
-	if (step == SQLITE_ROW) {
-		row_json(s->get, out, true);
-		rc = 0;
-	} else if (step == SQLITE_DONE) {
-		rc = 1;
-	} else {
-		rc = fail(err, errlen, s->db, "cannot read the log store", NULL);
+	if (t >= 0) {
+		rc = get_in(s, id, k_of(t - ID_WINDOW_BEFORE_US), k_of(t + ID_WINDOW_AFTER_US), out, err,
+			    errlen);
+		if (rc <= 0)
+			return rc;
 	}
-	sqlite3_reset(s->get);
-	sqlite3_clear_bindings(s->get);
-	return rc;
+	return get_in(s, id, INT64_MIN, INT64_MAX, out, err, errlen);
 }
-
 /* ---- stats -------------------------------------------------------------------------------- */
 
 /*
  * SQLite's GROUP BY sorts: over a million rows that is seconds, while a scan is a fraction of
- * one. So the rows are scanned once (by an index when the filter has one) and summed here, in a
- * hash of (group key, time bucket) points, each with its latency bucket counts; at most
+ * one. So the rows of the time range are scanned once, filtered and summed here, in a hash of
+ * (group key, time bucket) points, each with its latency bucket counts; at most
  * LOG_STATS_MAX_POINTS of them, so memory stays bounded (~1.4 KiB a point).
  */
 struct acc {
@@ -668,28 +1157,24 @@ static void agg_free(struct agg *g)
 	free(g->slots);
 }
 
-/* Columns: ts_us, key, latency_bucket, status, tokens_in, tokens_out, cost_usd, cache. */
-static void acc_row(struct acc *a, sqlite3_stmt *st, int64_t ts)
+static void acc_row(struct acc *a, const struct log_record *r, int b)
 {
-	int b = sqlite3_column_int(st, 2);
-	const unsigned char *cache = sqlite3_column_text(st, 7);
-
 	if (b < 0)
 		b = 0;
 	if (b >= LOG_LATENCY_BUCKETS)
 		b = LOG_LATENCY_BUCKETS - 1;
 	a->hist[b]++;
 	a->p.requests++;
-	a->p.errors += sqlite3_column_int(st, 3) >= 400;
-	a->p.tokens_in += (uint64_t)sqlite3_column_int64(st, 4);
-	a->p.tokens_out += (uint64_t)sqlite3_column_int64(st, 5);
-	a->p.cost_usd += sqlite3_column_double(st, 6);
-	if (cache) {
+	a->p.errors += r->status >= 400;
+	a->p.tokens_in += r->tokens_in;
+	a->p.tokens_out += r->tokens_out;
+	a->p.cost_usd += r->cost_usd;
+	if (r->cache) {
 		a->p.cache_lookups++;
-		a->p.cache_hits += strcmp((const char *)cache, "HIT") == 0;
+		a->p.cache_hits += strcmp(r->cache, "HIT") == 0;
 	}
-	if (ts < a->min_ts)
-		a->min_ts = ts;
+	if (r->ts_us < a->min_ts)
+		a->min_ts = r->ts_us;
 }
 
 static int acc_cmp(const void *x, const void *y)
@@ -735,35 +1220,49 @@ static const char *group_col(enum log_group g)
 	return NULL;
 }
 
+static const char *group_key(const struct log_record *r, enum log_group g)
+{
+	switch (g) {
+	case LOG_GROUP_MODEL: return r->model;
+	case LOG_GROUP_REGION: return r->region;
+	case LOG_GROUP_PROVIDER: return r->provider;
+	case LOG_GROUP_ACCOUNT: return r->account;
+	case LOG_GROUP_GATEWAY: return r->gateway;
+	case LOG_GROUP_NONE: break;
+	}
+	return NULL;
+}
+
 static int sq_stats(void *h, const struct log_stats_query *q, struct buf *out, char *err,
 		    size_t errlen)
 {
 	struct sq *s = h;
-	struct query qq = {BUF_INIT, {{0}}, 0, false};
+	sqlite3_stmt *st = s->scan;
 	struct buf res = BUF_INIT;
 	struct agg g = {0};
 	struct acc *tot = xcalloc(1, sizeof(*tot));
 	const char *col = group_col(q->group);
-	sqlite3_stmt *st = NULL;
+	struct row w;
 	int rc = -1, step;
 
-	buf_appendf(&qq.sql, "SELECT ts_us, %s, latency_bucket, status, tokens_in, tokens_out,"
-			     " cost_usd, cache FROM requests",
-		    col ? col : "NULL");
-	q_where(&qq, &q->filter, 0, NULL);
-	if (q_prepare(s, &qq, &st, err, errlen) < 0)
-		goto out;
-
+	/* one scan of the time range, the rows summed here: SQLite's GROUP BY would sort */
+	bind_range(st, &q->filter, false, 0);
 	acc_init(tot);
 	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-		int64_t ts = sqlite3_column_int64(st, 0);
-		const char *k = (const char *)sqlite3_column_text(st, 1);
-		int64_t tb = q->bucket_us ? ts / (int64_t)q->bucket_us : 0;
+		int64_t ts, tb;
 		struct acc *a;
 
+		if (row_read(s, st, &w, NF_FILTER) < 0) {
+			corrupt(err, errlen, sqlite3_column_int64(st, 0));
+			goto out;
+		}
+		if (!matches(&w.r, &q->filter))
+			continue;
+		ts = w.r.ts_us;
+		tb = q->bucket_us ? ts / (int64_t)q->bucket_us : 0;
 		if (q->bucket_us && ts < 0 && ts % (int64_t)q->bucket_us)
 			tb--; /* floor, not truncation */
-		a = agg_get(&g, k, tb);
+		a = agg_get(&g, group_key(&w.r, q->group), tb);
 		if (!a) {
 			snprintf(err, errlen,
 				 "too many points (more than %d): widen the bucket or narrow the time "
@@ -771,8 +1270,9 @@ static int sq_stats(void *h, const struct log_stats_query *q, struct buf *out, c
 				 LOG_STATS_MAX_POINTS);
 			goto out;
 		}
-		acc_row(a, st, ts);
-		acc_row(tot, st, ts);
+		int b = (int)span_int(&w.sp[F_LATENCY_BUCKET]);
+		acc_row(a, &w.r, b);
+		acc_row(tot, &w.r, b);
 	}
 	if (step != SQLITE_DONE) {
 		fail(err, errlen, s->db, "cannot query the log store", NULL);
@@ -814,8 +1314,7 @@ static int sq_stats(void *h, const struct log_stats_query *q, struct buf *out, c
 	buf_append(out, res.data, res.len);
 	rc = 0;
 out:
-	sqlite3_finalize(st);
-	buf_release(&qq.sql);
+	sqlite3_reset(st);
 	buf_release(&res);
 	agg_free(&g);
 	free(tot);
