@@ -7,11 +7,6 @@
 
 #include "store/backend.h"
 
-/* TEMPORARY, until src/store/pg.c is in the tree: a weak reference links without it (the
- * address is then NULL: no PostgreSQL). A weak reference does not pull pg.o out of the static
- * library, so this line goes when pg.c lands. */
-extern const struct log_backend_ops log_pg_ops __attribute__((weak));
-
 const struct log_backend_ops *log_backend_for(const char *spec)
 {
 	if (!spec)
