@@ -48,6 +48,7 @@ static const char usage_text[] =
 	"  --concurrency C        closed loop: keep C requests in flight (with --rate: at most C in flight)\n"
 	"  --duration D           stop starting requests after D (seconds, or 500ms, 2m)\n"
 	"  --requests N           stop after N requests (default with neither: 10 s)\n"
+	"  --warmup D             with --duration: run D first without counting it\n"
 	"  --prompts FILE         JSONL, one {\"messages\":[...]} or {\"prompt\":\"...\"} per line, used in turn\n"
 	"  --prompt-tokens N[:S]  generated prompts of N tokens on average, standard deviation S (default 64)\n"
 	"  --max-tokens N         max_tokens sent (default: none for OpenAI, 1024 for Anthropic)\n"
@@ -113,6 +114,7 @@ struct bench {
 	struct breq active;       /* sentinel of the active list */
 	unsigned inflight;
 	uint64_t t0, deadline, t_last_done;
+	uint64_t t_count;         /* requests scheduled from then on are counted (end of warm-up) */
 	uint64_t next_index;
 	bool scheduling, closing, progress;
 	bool progress_tty;
@@ -193,7 +195,7 @@ static int bad_arg(const char *opt, const char *val, const char *want)
 /* Parses argv into o and the extra headers; returns 0, 1 (--help printed) or 2. */
 static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_slist **extra)
 {
-	enum { O_URL = 256, O_MODEL, O_API, O_STREAM, O_RATE, O_CONC, O_DUR, O_REQS, O_PROMPTS, O_PTOK,
+	enum { O_URL = 256, O_MODEL, O_API, O_STREAM, O_RATE, O_CONC, O_DUR, O_WARMUP, O_REQS, O_PROMPTS, O_PTOK,
 	       O_MAXTOK, O_HEADER, O_TIMEOUT, O_SEED, O_JSON, O_REPORT, O_PROGRESS, O_NOPROGRESS };
 	static const struct option opts[] = {
 		{"url", required_argument, NULL, O_URL},
@@ -204,6 +206,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 		{"concurrency", required_argument, NULL, O_CONC},
 		{"duration", required_argument, NULL, O_DUR},
 		{"requests", required_argument, NULL, O_REQS},
+		{"warmup", required_argument, NULL, O_WARMUP},
 		{"prompts", required_argument, NULL, O_PROMPTS},
 		{"prompt-tokens", required_argument, NULL, O_PTOK},
 		{"max-tokens", required_argument, NULL, O_MAXTOK},
@@ -259,6 +262,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 		case O_DUR:
 			if (parse_secs(a, &o->duration_s) < 0)
 				return bad_arg("--duration", a, "a duration: 10, 10s, 500ms, 2m");
+			break;
+		case O_WARMUP:
+			if (parse_secs(a, &o->warmup_s) < 0)
+				return bad_arg("--warmup", a, "a duration: 2, 2s, 500ms, 1m");
 			break;
 		case O_REQS:
 			if (parse_u64(a, 1, UINT32_MAX, &o->requests) < 0)
@@ -335,6 +342,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 	}
 	if (!o->url || !o->model) {
 		fprintf(stderr, "meridian bench: --url and --model are required\n\n%s", usage_text);
+		return 2;
+	}
+	if (o->warmup_s > 0 && !o->duration_s) {
+		fprintf(stderr, "meridian bench: --warmup needs --duration (the warm-up is a time, not a count)\n");
 		return 2;
 	}
 	if (!o->rate && !o->concurrency)
@@ -648,6 +659,8 @@ static void token_seen(struct breq *r)
 	}
 	uint64_t gap = now - r->t_last;
 	r->t_last = now;
+	if (r->t_sched < b->t_count)
+		return;
 	bench_hist_record(&b->res.all.itl, gap);
 	if (r->region >= 0)
 		bench_hist_record(&b->res.regions[r->region].itl, gap);
@@ -731,7 +744,7 @@ static struct bench_point *point_at(struct bench *b, uint64_t t)
 {
 	struct bench_result *res = &b->res;
 	uint64_t ival = (uint64_t)(res->interval_s * NS_PER_S);
-	uint64_t i = t > b->t0 ? (t - b->t0) / ival : 0;
+	uint64_t i = t > b->t_count ? (t - b->t_count) / ival : 0;
 	while (i >= BENCH_TIMELINE_MAX) {
 		for (unsigned k = 0; k < BENCH_TIMELINE_MAX / 2; k++) {
 			struct bench_point *x = &res->timeline[2 * k], *y = &res->timeline[2 * k + 1], m = *x;
@@ -752,7 +765,7 @@ static struct bench_point *point_at(struct bench *b, uint64_t t)
 		res->npoints = (res->npoints + 1) / 2;
 		res->interval_s *= 2;
 		ival *= 2;
-		i = (t - b->t0) / ival;
+		i = t > b->t_count ? (t - b->t_count) / ival : 0;
 	}
 	if (i >= res->npoints)
 		res->npoints = (unsigned)i + 1;
@@ -785,6 +798,9 @@ static void record(struct bench *b, struct breq *r, int result, uint64_t now)
 {
 	int status = r->up.status, fail = -1;
 	bool ok2xx = status >= 200 && status < 300;
+
+	if (r->t_sched < b->t_count)
+		return; // started in the warm-up
 
 	if (result != UPSTREAM_OK) {
 		fail = fail_kind(result);
@@ -850,7 +866,7 @@ static void active_link(struct bench *b, struct breq *r)
 	b->active.next = r;
 	b->inflight++;
 	if (b->inflight > b->res.inflight_max)
-		b->res.inflight_max = b->inflight;
+		b->res.inflight_max = b->inflight; // warm-up included: it is what the endpoint held
 }
 
 static void active_unlink(struct bench *b, struct breq *r)
@@ -916,10 +932,14 @@ static void start_one(struct bench *b, uint64_t t_sched, uint64_t now)
 	r->up.data = r;
 
 	b->next_index++;
-	b->res.started++;
-	point_at(b, t_sched)->started++;
-	if (b->o->rate > 0)
-		bench_hist_record(&b->res.start_lag, now > t_sched ? now - t_sched : 0);
+	if (t_sched < b->t_count) {
+		b->res.warmup_requests++;
+	} else {
+		b->res.started++;
+		point_at(b, t_sched)->started++;
+		if (b->o->rate > 0)
+			bench_hist_record(&b->res.start_lag, now > t_sched ? now - t_sched : 0);
+	}
 	if (upstream_start(b->pool, &r->up) < 0) {
 		r->up.status = 0;
 		record(b, r, UPSTREAM_EABORTED, now);
@@ -1155,11 +1175,13 @@ int bench_main(int argc, char **argv)
 
 	b->res.started_at = time(NULL);
 	b->t0 = uv_hrtime();
-	b->deadline = o.duration_s > 0 ? b->t0 + (uint64_t)(o.duration_s * 1e9) : 0;
+	b->t_count = b->t0 + (uint64_t)(o.warmup_s * 1e9);
+	b->deadline = o.duration_s > 0 ? b->t_count + (uint64_t)(o.duration_s * 1e9) : 0;
 	b->scheduling = true;
 	pump(b);
 	uv_run(&b->loop, UV_RUN_DEFAULT);
-	b->res.elapsed_s = (double)((b->t_last_done > b->t0 ? b->t_last_done : uv_hrtime()) - b->t0) / 1e9;
+	uint64_t t_end = b->t_last_done > b->t_count ? b->t_last_done : uv_hrtime();
+	b->res.elapsed_s = t_end > b->t_count ? (double)(t_end - b->t_count) / 1e9 : 0;
 
 	if (o.json) {
 		json_t *j = bench__json(&b->res, false);

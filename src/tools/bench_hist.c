@@ -18,9 +18,10 @@ unsigned bench_hist_index(uint64_t v)
 {
 	if (v < 2 * BENCH_HIST_SUB)
 		return (unsigned)v;
-	unsigned e = 63u - (unsigned)__builtin_clzll(v); // 8..63
-	unsigned shift = e - 7;
-	return 2 * BENCH_HIST_SUB + (e - 8) * BENCH_HIST_SUB + (unsigned)((v >> shift) - BENCH_HIST_SUB);
+	unsigned e = 63u - (unsigned)__builtin_clzll(v); // SUB_BITS + 1 .. 63
+	unsigned shift = e - BENCH_HIST_SUB_BITS;
+	return 2 * BENCH_HIST_SUB + (e - BENCH_HIST_SUB_BITS - 1) * BENCH_HIST_SUB +
+	       (unsigned)((v >> shift) - BENCH_HIST_SUB);
 }
 
 void bench_hist_bounds(unsigned i, uint64_t *lo, uint64_t *hi)
@@ -34,7 +35,7 @@ void bench_hist_bounds(unsigned i, uint64_t *lo, uint64_t *hi)
 	unsigned shift = k / BENCH_HIST_SUB + 1;
 	uint64_t sub = BENCH_HIST_SUB + k % BENCH_HIST_SUB;
 	*lo = sub << shift;
-	*hi = sub + 1 == 2 * BENCH_HIST_SUB && shift == 56 ? UINT64_MAX : (sub + 1) << shift;
+	*hi = sub + 1 == 2 * BENCH_HIST_SUB && shift == 63 - BENCH_HIST_SUB_BITS ? UINT64_MAX : (sub + 1) << shift;
 }
 
 void bench_hist_record(struct bench_hist *h, uint64_t v)

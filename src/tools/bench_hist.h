@@ -1,18 +1,20 @@
-/* bench_hist.h - a log-linear histogram of non-negative integers: fixed memory, 1/128 precision */
+/* bench_hist.h - a log-linear histogram of non-negative integers: fixed memory, 1/512 precision */
 #ifndef MERIDIAN_TOOLS_BENCH_HIST_H
 #define MERIDIAN_TOOLS_BENCH_HIST_H
 
 #include <stdint.h>
 
 /*
- * HDR-style buckets: values below 256 have one bucket each; above, every power of two
- * [2^e, 2^(e+1)) is split into 128 equal buckets, so a bucket is at most 1/128 (0.8%) of the
- * values in it wide and the whole uint64_t range takes BENCH_HIST_BUCKETS counters (58 KiB),
- * however many values are recorded. The exact count, sum, minimum and maximum are kept beside.
+ * HDR-style buckets: values below 1024 have one bucket each; above, every power of two
+ * [2^e, 2^(e+1)) is split into 512 equal buckets, so a bucket is at most 1/512 (0.2%) of the
+ * values in it wide (a 50 ms inter-token gap is told to 0.1 ms) and the whole uint64_t range
+ * takes BENCH_HIST_BUCKETS counters (224 KiB, allocated at the first value), however many values
+ * are recorded. The exact count, sum, minimum and maximum are kept beside.
  * Percentiles answer the middle of the bucket that holds the rank, clamped to [min, max].
  */
-#define BENCH_HIST_SUB 128
-#define BENCH_HIST_BUCKETS (2 * BENCH_HIST_SUB + (64 - 8) * BENCH_HIST_SUB)
+#define BENCH_HIST_SUB_BITS 9
+#define BENCH_HIST_SUB (1u << BENCH_HIST_SUB_BITS)
+#define BENCH_HIST_BUCKETS (2 * BENCH_HIST_SUB + (64 - BENCH_HIST_SUB_BITS - 1) * BENCH_HIST_SUB)
 
 struct bench_hist {
 	uint64_t count;

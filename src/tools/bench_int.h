@@ -64,6 +64,7 @@ struct bench_opts {
 	double rate;           /* req/s, 0: none */
 	unsigned concurrency;  /* 0: none */
 	double duration_s;     /* 0: none */
+	double warmup_s;       /* not counted, before duration_s */
 	uint64_t requests;     /* 0: none */
 	const char *prompts_path;
 	unsigned prompt_tokens, prompt_spread;
@@ -84,9 +85,10 @@ struct bench_result {
 	unsigned prompts;          /* distinct request bodies */
 	double prompt_tokens_mean; /* of those bodies, by the mock's measure (bytes / 4) */
 	time_t started_at;
-	double elapsed_s;          /* first start to last finish */
+	double elapsed_s;          /* first counted start (the end of the warm-up) to last finish */
 	bool interrupted;
-	uint64_t started;
+	uint64_t started;          /* counted: after the warm-up */
+	uint64_t warmup_requests;  /* started during the warm-up, counted nowhere */
 	unsigned inflight_max;
 	uint64_t start_lag_max_ns; /* how late the generator started a request against its schedule */
 	struct bench_hist start_lag;

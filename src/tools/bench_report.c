@@ -132,6 +132,8 @@ json_t *bench__json(const struct bench_result *res, bool detail)
 			      MERIDIAN_VERSION, "config", cfg, "started_at", when, "elapsed_s", res->elapsed_s,
 			      "interrupted", res->interrupted, "started", (json_int_t)res->started, "max_inflight",
 			      (int)res->inflight_max);
+	json_object_set_new(cfg, "warmup_s", json_real(o->warmup_s));
+	json_object_set_new(j, "warmup_requests", json_integer((json_int_t)res->warmup_requests));
 	json_object_set_new(j, "start_lag_ms", summary(&res->start_lag, 1e6));
 	json_object_set_new(j, "overall", stats_json(&res->all, res->elapsed_s, detail));
 	json_object_set_new(j, "regions", regions);
@@ -222,6 +224,8 @@ void bench__print_text(FILE *f, const struct bench_result *res)
 		o->prompts_path ? "from the file" : "generated", res->prompt_tokens_mean);
 	fprintf(f, "ran %.2f s%s: %" PRIu64 " started, at most %u in flight", res->elapsed_s,
 		res->interrupted ? " (interrupted)" : "", res->started, res->inflight_max);
+	if (o->warmup_s > 0)
+		fprintf(f, ", after a warm-up of %g s (%" PRIu64 " requests)", o->warmup_s, res->warmup_requests);
 	if (res->start_lag.count) {
 		char lag[32];
 		dur(lag, sizeof(lag), (double)res->start_lag.max);
