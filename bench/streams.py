@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""streams.py - the streams section of BENCHMARKS.md: TTFT and inter-token latency by `meridian bench`
+
+Reads the JSON lines bench/run's streams_section wrote (one per run: path direct or meridian, the
+level of streams held, the round, `meridian bench --json` without its timeline, the gateway's
+memory before and at its peak, its descriptors, the machine's busy time and ours) and splices
+the section into the report. Exit 0 when every target is met and no stream failed, 1 otherwise.
+"""
+
+import argparse
+import os
+import resource
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import DISTURBED, MIN_CLEAN, median, measured_by, write_section  # noqa: E402
+
+BEGIN = "<!-- streams section: written by bench/run (bench/streams.py) -->"
+END = "<!-- end of streams section -->"
+
+TARGET_ADDED_US = 100
+TARGET_MEM_KIB = 64
+TARGET_LEVEL = 10000
+
+
+def others(r):
+    wall = r["wall_ns"] / 1e6
+    return (r["busy_ms"] - r["ours_ms"]) / wall if wall else 0.0
+
+
+def disturbed(r):
+    return others(r) > DISTURBED
+
+
+def q(r, key, p="p50"):
+    v = r["bench"]["overall"].get(key)
+    return v[p] if v else float("nan")
+
+
+def us(ms):
+    return "%.0f us" % (ms * 1e3) if ms == ms else "-"
+
+
+def msf(ms):
+    if ms != ms:
+        return "-"
+    return "%.0f us" % (ms * 1e3) if ms < 1 else "%.2f ms" % ms
+
+
+def kept_pairs(pairs):
+    """The rounds where neither run was disturbed, when at least MIN_CLEAN are (or all of
+    them when fewer rounds were run), else every round."""
+    clean = [(d, m) for d, m in pairs if not disturbed(d) and not disturbed(m)]
+    need = min(MIN_CLEAN, len(pairs))
+    return (clean, False) if len(clean) >= need else (pairs, True)
+
+
+def section(args, runs):
+    levels = sorted({r["level"] for r in runs})
+    by = {}
+    for r in runs:
+        by.setdefault((r["level"], r["round"]), {})[r["path"]] = r
+    first = runs[0]
+    stream_s = (first["tokens"] - 1) / first["tps"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    out = [BEGIN, "## Streams: time to first token and inter-token latency, `meridian bench`", ""]
+    if args.alone:
+        out += [measured_by(args, "streams"), ""]
+    out += [
+        "`meridian bench --stream` (src/tools/bench.c, docs/bench.md) against `meridian mock` directly "
+        "and through a gateway in front of it, holding 100, 1,000 and 10,000 streams at once. Each "
+        "stream is %d tokens, the first sent with the response headers (`--ttft-ms 0`), then one "
+        "every %.0f ms (`x-mock-tokens-per-sec: %d`), so a stream lasts %.1f s. Open loop: streams "
+        "start evenly spaced at level / %.1f per second, so the level is held without the bursts a "
+        "closed loop makes when equal streams end together; each run counts %s s after a warm-up "
+        "of one stream length. Latencies are measured by the client from each request's scheduled "
+        "start (start lag included, the same on both paths); what Meridian adds is the gateway path "
+        "minus the direct path of the same round. The gateway (one worker, the config of the main "
+        "rows: passthrough auth, SQLite request log) has CPU %s to itself; the mock (one worker) and "
+        "`meridian bench` (one loop) share CPU %s. Each gateway run is a fresh process: memory per "
+        "stream is (its peak RSS, VmHWM, less its RSS after one warm request) / streams." % (
+            first["tokens"], 1000.0 / first["tps"], first["tps"], stream_s, stream_s,
+            first["bench"]["config"]["duration_s"], args.server_cpu or "(unpinned)",
+            args.load_cpu or "(unpinned)"),
+        "",
+        "| streams | path | round | held | requests | errors | TTFT p50 | TTFT p99 | inter-token p50 "
+        "| inter-token p99 | tokens/s per stream p50 | gateway RSS before / peak | gateway fds (max) "
+        "| others' CPU |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for level in levels:
+        for rnd in sorted({k[1] for k in by if k[0] == level}):
+            for path in ("direct", "meridian"):
+                r = by[(level, rnd)].get(path)
+                if not r:
+                    continue
+                s = r["bench"]["overall"]
+                errs = s["errors"]
+                why = ", ".join("%s %d" % (k, v) for k, v in sorted(s["status"].items()) if k != "200")
+                why += (", " if why and s["transport"] else "") + \
+                    ", ".join("%s %d" % (k, v) for k, v in sorted(s["transport"].items()))
+                cell = lambda t: "~~%s~~" % t if disturbed(r) else t
+                out.append("| %s | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% |" % (
+                    "{:,}".format(level), path, rnd, r["bench"]["max_inflight"], s["requests"],
+                    "%d" % errs if not errs else "**%d** (%s)" % (errs, why),
+                    cell(msf(q(r, "ttft_ms"))), msf(q(r, "ttft_ms", "p99")), cell(msf(q(r, "itl_ms"))),
+                    msf(q(r, "itl_ms", "p99")), "%.2f" % q(r, "stream_tokens_per_s"),
+                    "%.1f / %.1f MiB" % (r["rss0_kib"] / 1024, r["hwm_kib"] / 1024) if path == "meridian" else "",
+                    "%d" % r["fd_max"] if path == "meridian" else "", 100 * others(r)))
+    out += ["", "Struck out: a run during which other processes used more than %.0f%% of a core "
+            "(this machine is shared with other sessions' tests)." % (100 * DISTURBED), ""]
+
+    out += ["What Meridian adds (median over the rounds of gateway minus direct, undisturbed rounds "
+            "when enough are; targets: under %d us at the median, %s streams held with no error, "
+            "under %d KiB per stream):" % (TARGET_ADDED_US, "{:,}".format(TARGET_LEVEL), TARGET_MEM_KIB), "",
+            "| streams | TTFT p50 added | inter-token p50 added | inter-token mean added | errors through Meridian "
+            "| held through Meridian | memory per stream | rounds |",
+            "|--:|--:|--:|--:|--:|--:|--:|---|"]
+    verdict = []
+    for level in levels:
+        pairs = [(v["direct"], v["meridian"]) for k, v in sorted(by.items())
+                 if k[0] == level and "direct" in v and "meridian" in v]
+        if not pairs:
+            continue
+        use, all_kept = kept_pairs(pairs)
+        ttft = median([q(m, "ttft_ms") - q(d, "ttft_ms") for d, m in use])
+        itl = median([q(m, "itl_ms") - q(d, "itl_ms") for d, m in use])
+        itl_mean = median([q(m, "itl_ms", "mean") - q(d, "itl_ms", "mean") for d, m in use])
+        errs = sum(m["bench"]["overall"]["errors"] for _, m in pairs)
+        held = min(m["bench"]["max_inflight"] for _, m in pairs)
+        mem = median([(m["hwm_kib"] - m["rss0_kib"]) / level for _, m in use])
+        out.append("| %s | %s | %s | %s | %s | %s | %.1f KiB | %d%s |" % (
+            "{:,}".format(level), us(ttft), us(itl), us(itl_mean), "%d" % errs if not errs else "**%d**" % errs,
+            "{:,}".format(held), mem, len(use), " (all: too few undisturbed)" if all_kept and
+            any(disturbed(d) or disturbed(m) for d, m in pairs) else ""))
+        verdict += [("TTFT p50 added at %d streams" % level, us(ttft), ttft * 1e3 < TARGET_ADDED_US),
+                    ("inter-token p50 added at %d streams" % level, us(itl), itl * 1e3 < TARGET_ADDED_US)]
+        if level == max(levels):
+            verdict.append(("memory per stream at %d streams" % level, "%.1f KiB" % mem, mem < TARGET_MEM_KIB))
+        if level == TARGET_LEVEL:
+            verdict.append(("%d streams held through Meridian with no error" % level,
+                            "%d errors, %d held" % (errs, held), errs == 0 and held >= 0.99 * level))
+    out += ["", "Targets: " + "; ".join("%s %s: **%s**" % (n, v, "met" if ok else "NOT met") for n, v, ok in verdict) + ".", ""]
+    out += [
+        "What limits it here: a process may hold at most %s open files on this machine (hard "
+        "RLIMIT_NOFILE; `meridian bench` raises its soft limit to it, the gateway runs with the soft "
+        "limit it inherits, %s). Through a gateway every HTTP/1.1 stream holds two descriptors, the "
+        "client's connection and the upstream's, so %s streams need about %s: past about %s "
+        "streams the gateway cannot accept or connect, and those requests fail (the fds column shows "
+        "it at the limit). The load generator and the mock share one core, so at the highest level "
+        "their own queueing shows in the direct path's latencies too; the gateway's core is its own." % (
+            "{:,}".format(hard), "{:,}".format(soft), "{:,}".format(TARGET_LEVEL),
+            "{:,}".format(2 * TARGET_LEVEL + 20), "{:,}".format((hard - 20) // 2)),
+        "", END]
+    return out, verdict
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--meridian", required=True)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--notes")
+    ap.add_argument("--alone", action="store_true")
+    ap.add_argument("--server-cpu")
+    ap.add_argument("--load-cpu")
+    args = ap.parse_args()
+    runs = [__import__("json").loads(l) for l in open(args.results) if l.strip()]
+    if not runs:
+        print("bench: streams: no run recorded", file=sys.stderr)
+        return 2
+    block, verdict = section(args, runs)
+    write_section(args, block, BEGIN, END)
+    failed = 0
+    for name, val, ok in verdict:
+        print("bench: %s streams %s: %s" % ("PASS" if ok else "FAIL", name, val))
+        failed += not ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
