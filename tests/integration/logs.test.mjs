@@ -8,25 +8,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { waitFor, SLOW } from './lib/harness.mjs';
 import { call, agent, hammer, bearer, chat, messages, CHAT, MESSAGES, AV } from './lib/accounts.mjs';
-import { startLogStack, admin, sqlite, parsePrometheus, sumOf, GLOBAL, ADMIN_TOKEN } from './lib/logs.mjs';
+import { startLogStack, admin, sqlite, parsePrometheus, sumOf, usageSeen, GLOBAL, ADMIN_TOKEN } from './lib/logs.mjs';
 
 const N = Number(process.env.LOGS_N ?? 10000);
 const LOOPS = 16;
-
-/* The usage a client saw: a JSON body's, or a stream's last usage-bearing event's. */
-function usageSeen(r) {
-	if (r.json?.usage) {
-		const u = r.json.usage;
-		return { in: u.prompt_tokens ?? u.input_tokens, out: u.completion_tokens ?? u.output_tokens };
-	}
-	let u = null;
-	for (const line of r.text.split('\n')) {
-		if (!line.startsWith('data: {')) continue;
-		const ev = JSON.parse(line.slice(6));
-		if (ev.usage) u = { in: ev.usage.prompt_tokens, out: ev.usage.completion_tokens };
-	}
-	return u;
-}
 
 /* Request i of the mix: its kind decides path, host, body and what the log must say. */
 function requestOf(i, s, ag) {

@@ -6,8 +6,8 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { waitFor, SLOW } from './lib/harness.mjs';
 import { call, agent, hammer, bearer, chat, messages, MESSAGES, AV } from './lib/accounts.mjs';
-import { startLogStack, admin, parsePrometheus, sumOf, GLOBAL } from './lib/logs.mjs';
-import { startPostgres, postgresBin } from './lib/postgres.mjs';
+import { startLogStack, admin, parsePrometheus, sumOf, usageSeen, GLOBAL } from './lib/logs.mjs';
+import { startPostgres } from './lib/postgres.mjs';
 
 const N = Number(process.env.LOGS_PG_N ?? 3000);
 const LOOPS = 8;
@@ -28,22 +28,7 @@ function requestOf(i, s, ag) {
 	}
 }
 
-/* The usage a client saw: a JSON body's (OpenAI or Anthropic), or a stream's last usage. */
-function usageSeen(r) {
-	if (r.json?.usage) {
-		const u = r.json.usage;
-		return { in: u.prompt_tokens ?? u.input_tokens, out: u.completion_tokens ?? u.output_tokens };
-	}
-	let u = null;
-	for (const line of r.text.split('\n')) {
-		if (!line.startsWith('data: {')) continue;
-		const ev = JSON.parse(line.slice(6));
-		if (ev.usage) u = { in: ev.usage.prompt_tokens, out: ev.usage.completion_tokens };
-	}
-	return u;
-}
-
-describe('the request log in PostgreSQL, stopped and restarted mid-run', { skip: !postgresBin() && 'no PostgreSQL installed' }, () => {
+describe('the request log in PostgreSQL, stopped and restarted mid-run', () => {
 	let pg, s;
 	let seen;
 	let downAt, upAt;

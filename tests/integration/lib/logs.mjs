@@ -136,3 +136,19 @@ export function sumOf(samples, name, match = {}) {
 	return samples.filter((s) => s.name === name && Object.entries(match).every(([k, v]) => s.labels[k] === v))
 		.reduce((a, s) => a + s.value, 0);
 }
+
+/* The usage a client saw: a JSON body's (OpenAI or Anthropic), or a stream's last
+ * usage-bearing event's; null when there is none. */
+export function usageSeen(r) {
+	if (r.json?.usage) {
+		const u = r.json.usage;
+		return { in: u.prompt_tokens ?? u.input_tokens, out: u.completion_tokens ?? u.output_tokens };
+	}
+	let u = null;
+	for (const line of r.text.split('\n')) {
+		if (!line.startsWith('data: {')) continue;
+		const ev = JSON.parse(line.slice(6));
+		if (ev.usage) u = { in: ev.usage.prompt_tokens, out: ev.usage.completion_tokens };
+	}
+	return u;
+}
