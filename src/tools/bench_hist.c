@@ -80,17 +80,20 @@ uint64_t bench_hist_quantile(const struct bench_hist *h, double q)
 		rank = 1;
 	uint64_t seen = 0;
 	for (unsigned i = 0; i < BENCH_HIST_BUCKETS; i++) {
-		seen += h->counts[i];
-		if (seen < rank)
+		if (seen + h->counts[i] < rank) {
+			seen += h->counts[i];
 			continue;
-		uint64_t lo, hi, mid;
+		}
+		// the bucket's values taken as evenly spread over it: the rank's place in it
+		uint64_t lo, hi, v;
 		bench_hist_bounds(i, &lo, &hi);
-		mid = lo + (hi - lo) / 2;
-		if (mid < h->min)
-			mid = h->min;
-		if (mid > h->max)
-			mid = h->max;
-		return mid;
+		double frac = ((double)(rank - seen) - 0.5) / (double)h->counts[i];
+		v = lo + (uint64_t)(frac * (double)(hi - lo));
+		if (v < h->min)
+			v = h->min;
+		if (v > h->max)
+			v = h->max;
+		return v;
 	}
 	return h->max;
 }

@@ -10,7 +10,8 @@
  * values in it wide (a 50 ms inter-token gap is told to 0.1 ms) and the whole uint64_t range
  * takes BENCH_HIST_BUCKETS counters (224 KiB, allocated at the first value), however many values
  * are recorded. The exact count, sum, minimum and maximum are kept beside.
- * Percentiles answer the middle of the bucket that holds the rank, clamped to [min, max].
+ * A percentile is read in the bucket that holds its rank, the bucket's values taken as evenly
+ * spread over it, and clamped to [min, max].
  */
 #define BENCH_HIST_SUB_BITS 9
 #define BENCH_HIST_SUB (1u << BENCH_HIST_SUB_BITS)
@@ -30,8 +31,10 @@ void bench_hist_release(struct bench_hist *h);
 void bench_hist_record(struct bench_hist *h, uint64_t v);
 /* Adds every value of src to dst. */
 void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src);
-/* The value at quantile q (0..1): the smallest bucket holding at least ceil(q * count) values,
- * reported by its middle and clamped to [min, max]; q >= 1 is the maximum, q <= 0 the minimum. 0 when empty. */
+/* The value at quantile q (0..1): in the bucket holding the value of rank ceil(q * count), at
+ * that rank's place among the bucket's values spread evenly over it (the k-th of n at
+ * lo + (k - 1/2) / n of its width), clamped to [min, max]; q >= 1 is the maximum, q <= 0 the
+ * minimum. 0 when empty. */
 uint64_t bench_hist_quantile(const struct bench_hist *h, double q);
 double bench_hist_mean(const struct bench_hist *h);
 
