@@ -35,7 +35,8 @@ function assertPacing(s, n) {
 	assert.deepEqual(s.status, { 200: n });
 	assert.equal(s.output_tokens, n * TOKENS, 'output tokens from usage');
 	within5(s.ttft_ms.p50, TTFT_MS, 'TTFT p50');
-	within5(s.ttft_ms.mean, TTFT_MS, 'TTFT mean');
+	// a mean takes every stall of a loaded machine in: looser than the median
+	assert.ok(Math.abs(s.ttft_ms.mean - TTFT_MS) <= 0.1 * TTFT_MS, `TTFT mean ${s.ttft_ms.mean}`);
 	assert.equal(s.itl_ms.count, n * (TOKENS - 1), 'one inter-token gap per token after the first');
 	within5(s.itl_ms.p50, 1000 / TPS, 'inter-token p50');
 	within5(s.itl_ms.mean, 1000 / TPS, 'inter-token mean');
@@ -81,7 +82,7 @@ describe('meridian bench against the mock', () => {
 		assert.equal(j.started, 30);
 		assertPacing(j.overall, 30);
 		// each stream lasts 530 ms: about 11 overlap, never capped
-		assert.ok(j.max_inflight >= 9 && j.max_inflight <= 13, `max in flight ${j.max_inflight}`);
+		assert.ok(j.max_inflight >= 9 && j.max_inflight <= 16, `max in flight ${j.max_inflight}`);
 		assert.ok(j.start_lag_ms.p50 < 5 * SLOW, `started ${j.start_lag_ms.p50} ms late`);
 		assert.equal((await mock.stats()).by_path['/v1/chat/completions'], 30);
 		assert.equal(j.timeline.interval_s, 1);
