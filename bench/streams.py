@@ -68,7 +68,7 @@ def section(args, runs):
         out += [measured_by(args, "streams"), ""]
     out += [
         "`meridian bench --stream` (src/tools/bench.c, docs/bench.md) against `meridian mock` directly "
-        "and through a gateway in front of it, holding 100, 1,000 and 10,000 streams at once. Each "
+        "and through a gateway in front of it, holding %s streams at once. Each "
         "stream is %d tokens, the first sent with the response headers (`--ttft-ms 0`), then one "
         "every %.0f ms (`x-mock-tokens-per-sec: %d`), so a stream lasts %.1f s. Open loop: streams "
         "start evenly spaced at level / %.1f per second, so the level is held without the bursts a "
@@ -76,10 +76,12 @@ def section(args, runs):
         "of one stream length. Latencies are measured by the client from each request's scheduled "
         "start (start lag included, the same on both paths); what Meridian adds is the gateway path "
         "minus the direct path of the same round. The gateway (one worker, the config of the main "
-        "rows: passthrough auth, SQLite request log) has CPU %s to itself; the mock (one worker) and "
+        "rows: passthrough auth, SQLite request log, `max_connections` raised to 30,000) has CPU %s to "
+        "itself; the mock (two workers, each taking 10,000 connections at most) and "
         "`meridian bench` (one loop) share CPU %s. Each gateway run is a fresh process: memory per "
         "stream is (its peak RSS, VmHWM, less its RSS after one warm request) / streams." % (
-            first["tokens"], 1000.0 / first["tps"], first["tps"], stream_s, stream_s,
+            ", ".join("{:,}".format(l) for l in levels), first["tokens"], 1000.0 / first["tps"], first["tps"],
+            stream_s, stream_s,
             first["bench"]["config"]["duration_s"], args.server_cpu or "(unpinned)",
             args.load_cpu or "(unpinned)"),
         "",
