@@ -73,8 +73,8 @@ def section(args, runs):
         "every %.0f ms (`x-mock-tokens-per-sec: %d`), so a stream lasts %.1f s. Open loop: streams "
         "start evenly spaced at level / %.1f per second, so the level is held without the bursts a "
         "closed loop makes when equal streams end together; each run counts %s s after a warm-up "
-        "of one stream length. Latencies are measured by the client from each request's scheduled "
-        "start (start lag included, the same on both paths); what Meridian adds is the gateway path "
+        "of one stream length. Latencies are measured by the client from each request's actual start "
+        "(`--from start`: the generator's own start lag, shown apart, left out); what Meridian adds is the gateway path "
         "minus the direct path of the same round. The gateway (one worker, the config of the main "
         "rows: passthrough auth, SQLite request log, `max_connections` raised to 30,000) has CPU %s to "
         "itself; the mock (two workers, each taking 10,000 connections at most) and "
@@ -86,9 +86,9 @@ def section(args, runs):
             args.load_cpu or "(unpinned)"),
         "",
         "| streams | path | round | held | requests | errors | TTFT p50 | TTFT p99 | inter-token p50 "
-        "| inter-token p99 | tokens/s per stream p50 | gateway RSS before / peak | gateway fds (max) "
-        "| others' CPU |",
-        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| inter-token p99 | tokens/s per stream p50 | start lag p99 | gateway RSS before / peak "
+        "| gateway fds (max) | others' CPU |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for level in levels:
         for rnd in sorted({k[1] for k in by if k[0] == level}):
@@ -102,15 +102,19 @@ def section(args, runs):
                 why += (", " if why and s["transport"] else "") + \
                     ", ".join("%s %d" % (k, v) for k, v in sorted(s["transport"].items()))
                 cell = lambda t: "~~%s~~" % t if disturbed(r) else t
-                out.append("| %s | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% |" % (
+                lag = (r["bench"].get("start_lag_ms") or {}).get("p99", float("nan"))
+                out.append("| %s | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% |" % (
                     "{:,}".format(level), path, rnd, r["bench"]["max_inflight"], s["requests"],
                     "%d" % errs if not errs else "**%d** (%s)" % (errs, why),
                     cell(msf(q(r, "ttft_ms"))), msf(q(r, "ttft_ms", "p99")), cell(msf(q(r, "itl_ms"))),
-                    msf(q(r, "itl_ms", "p99")), "%.2f" % q(r, "stream_tokens_per_s"),
+                    msf(q(r, "itl_ms", "p99")), "%.2f" % q(r, "stream_tokens_per_s"), msf(lag),
                     "%.1f / %.1f MiB" % (r["rss0_kib"] / 1024, r["hwm_kib"] / 1024) if path == "meridian" else "",
                     "%d" % r["fd_max"] if path == "meridian" else "", 100 * others(r)))
     out += ["", "Struck out: a run during which other processes used more than %.0f%% of a core "
-            "(this machine is shared with other sessions' tests)." % (100 * DISTURBED), ""]
+            "(this machine is shared with other sessions' tests). Held: the most streams in flight at "
+            "once. Start lag: how late `meridian bench` started requests against its schedule (its "
+            "timers count whole milliseconds, so up to about 1 ms is the floor); more means the load "
+            "generator, not the endpoint, fell behind." % (100 * DISTURBED), ""]
 
     out += ["What Meridian adds (median over the rounds of gateway minus direct, undisturbed rounds "
             "when enough are; targets: under %d us at the median, %s streams held with no error, "

@@ -54,6 +54,8 @@ static const char usage_text[] =
 	"  --max-tokens N         max_tokens sent (default: none for OpenAI, 1024 for Anthropic)\n"
 	"  --header 'Name: value' an extra request header (repeatable)\n"
 	"  --timeout D            per request, start to last byte (default 300 s)\n"
+	"  --from schedule|start  latencies from each request's scheduled start (default) or from when\n"
+	"                         it was started (leaves the generator's own start lag out)\n"
 	"  --seed N               seed of the generated prompts (default 1)\n"
 	"  --json                 print the results as JSON on stdout\n"
 	"  --report FILE.html     also write a self-contained HTML report with charts\n"
@@ -90,6 +92,7 @@ struct breq {
 	struct bench *b;
 	struct breq *prev, *next; /* the active list; next only on the free list */
 	uint64_t t_sched, t_first, t_last, t_chunk;
+	uint64_t t_zero;          /* what latencies count from: t_sched, or the start (--from start) */
 	uint64_t deltas;
 	int64_t usage_out, usage_in;
 	int region;               /* index into the result's regions, -1 if not named */
@@ -196,7 +199,7 @@ static int bad_arg(const char *opt, const char *val, const char *want)
 static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_slist **extra)
 {
 	enum { O_URL = 256, O_MODEL, O_API, O_STREAM, O_RATE, O_CONC, O_DUR, O_WARMUP, O_REQS, O_PROMPTS, O_PTOK,
-	       O_MAXTOK, O_HEADER, O_TIMEOUT, O_SEED, O_JSON, O_REPORT, O_PROGRESS, O_NOPROGRESS };
+	       O_MAXTOK, O_HEADER, O_TIMEOUT, O_FROM, O_SEED, O_JSON, O_REPORT, O_PROGRESS, O_NOPROGRESS };
 	static const struct option opts[] = {
 		{"url", required_argument, NULL, O_URL},
 		{"model", required_argument, NULL, O_MODEL},
@@ -212,6 +215,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 		{"max-tokens", required_argument, NULL, O_MAXTOK},
 		{"header", required_argument, NULL, O_HEADER},
 		{"timeout", required_argument, NULL, O_TIMEOUT},
+		{"from", required_argument, NULL, O_FROM},
 		{"seed", required_argument, NULL, O_SEED},
 		{"json", no_argument, NULL, O_JSON},
 		{"report", required_argument, NULL, O_REPORT},
@@ -304,6 +308,14 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 		case O_TIMEOUT:
 			if (parse_secs(a, &o->timeout_s) < 0)
 				return bad_arg("--timeout", a, "a duration: 300, 30s, 500ms, 2m");
+			break;
+		case O_FROM:
+			if (!strcmp(a, "schedule"))
+				o->from_start = false;
+			else if (!strcmp(a, "start"))
+				o->from_start = true;
+			else
+				return bad_arg("--from", a, "schedule or start");
 			break;
 		case O_SEED:
 			if (parse_u64(a, 0, UINT64_MAX >> 1, &o->seed) < 0)
@@ -787,9 +799,9 @@ static void count(struct bench_stats *s, const struct breq *r, int status, int f
 	s->output_tokens += tokens;
 	if (r->usage_in > 0)
 		s->input_tokens += (uint64_t)r->usage_in;
-	bench_hist_record(&s->e2e, now - r->t_sched);
+	bench_hist_record(&s->e2e, now - r->t_zero);
 	if (r->t_first)
-		bench_hist_record(&s->ttft, r->t_first - r->t_sched);
+		bench_hist_record(&s->ttft, r->t_first - r->t_zero);
 	if (r->sse && tokens > 1 && r->t_last > r->t_first)
 		bench_hist_record(&s->tps, (uint64_t)((double)(tokens - 1) * 1e12 / (double)(r->t_last - r->t_first)));
 }
@@ -837,14 +849,14 @@ static void record(struct bench *b, struct breq *r, int result, uint64_t now)
 	if (fail >= 0 || !ok2xx) {
 		pt->errors++;
 	} else {
-		uint64_t e2e = now - r->t_sched;
+		uint64_t e2e = now - r->t_zero;
 		pt->output_tokens += tokens;
 		pt->e2e_sum_ns += (double)e2e;
 		pt->e2e_n++;
 		if (e2e > pt->e2e_max_ns)
 			pt->e2e_max_ns = e2e;
 		if (r->t_first) {
-			uint64_t ttft = r->t_first - r->t_sched;
+			uint64_t ttft = r->t_first - r->t_zero;
 			pt->ttft_sum_ns += (double)ttft;
 			pt->ttft_n++;
 			if (ttft > pt->ttft_max_ns)
@@ -912,6 +924,7 @@ static void start_one(struct bench *b, uint64_t t_sched, uint64_t now)
 	sse_parser_reset(&r->parser, 64 * 1024);
 	buf_reset(&r->body);
 	r->t_sched = t_sched;
+	r->t_zero = b->o->from_start ? now : t_sched;
 	r->t_first = r->t_last = 0;
 	r->deltas = 0;
 	r->usage_out = r->usage_in = -1;

@@ -70,6 +70,7 @@ struct bench_opts {
 	unsigned prompt_tokens, prompt_spread;
 	int max_tokens;        /* -1: not sent (OpenAI) / 1024 (Anthropic) */
 	double timeout_s;
+	bool from_start;       /* latencies from the actual start, not the scheduled one */
 	uint64_t seed;
 	bool json;
 	const char *report_path;

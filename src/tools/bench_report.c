@@ -133,6 +133,7 @@ json_t *bench__json(const struct bench_result *res, bool detail)
 			      "interrupted", res->interrupted, "started", (json_int_t)res->started, "max_inflight",
 			      (int)res->inflight_max);
 	json_object_set_new(cfg, "warmup_s", json_real(o->warmup_s));
+	json_object_set_new(cfg, "latency_from", json_string(o->from_start ? "start" : "schedule"));
 	json_object_set_new(j, "warmup_requests", json_integer((json_int_t)res->warmup_requests));
 	json_object_set_new(j, "start_lag_ms", summary(&res->start_lag, 1e6));
 	json_object_set_new(j, "overall", stats_json(&res->all, res->elapsed_s, detail));

@@ -102,6 +102,14 @@ describe('meridian bench against the mock', () => {
 		assert.ok(s.e2e_ms.max > s.e2e_ms.min + 400, `e2e ${s.e2e_ms.min}..${s.e2e_ms.max} ms`);
 		assert.ok(s.ttft_ms.max > TTFT_MS + 400, `ttft max ${s.ttft_ms.max}`);
 		assert.ok(s.ttft_ms.min < TTFT_MS * 1.05, `ttft min ${s.ttft_ms.min}`);
+
+		// --from start: the same run timed from each actual start, the wait left out
+		const k = await bench(['--url', mock.url + '/v1', '--model', 'grok-4', '--stream', '--rate', '10',
+			'--concurrency', '1', '--requests', '6', '--header', 'x-mock-tokens: 4', '--from', 'start']);
+		assert.equal(k.config.latency_from, 'start');
+		assert.equal(k.overall.ok, 6);
+		within5(k.overall.ttft_ms.max, TTFT_MS, 'TTFT max from the start');
+		assert.ok(k.overall.e2e_ms.max < k.overall.e2e_ms.min + 50, `e2e ${k.overall.e2e_ms.min}..${k.overall.e2e_ms.max} ms`);
 	});
 
 	test('Anthropic messages, streamed: the same figures through /v1/messages', async () => {
