@@ -5,10 +5,11 @@
 // headless Chromium (no console error, its charts drawn, a screenshot in artifacts/).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { startMock, startGateway, gatewayYaml, run, tmpDir, SLOW } from './lib/harness.mjs';
+import { startMock, startGateway, gatewayYaml, run, tmpDir, sleep, BIN, SLOW } from './lib/harness.mjs';
 import { launch, newPage, screenshot } from './lib/browser.mjs';
 
 const TTFT_MS = 150;
@@ -35,13 +36,14 @@ function assertPacing(s, n) {
 	assert.deepEqual(s.status, { 200: n });
 	assert.equal(s.output_tokens, n * TOKENS, 'output tokens from usage');
 	within5(s.ttft_ms.p50, TTFT_MS, 'TTFT p50');
-	// a mean takes every stall of a loaded machine in: looser than the median
-	assert.ok(Math.abs(s.ttft_ms.mean - TTFT_MS) <= 0.1 * TTFT_MS, `TTFT mean ${s.ttft_ms.mean}`);
+	// a mean takes in every stall of a loaded machine (one 100 ms stall among 8 requests moves it
+	// 12 ms): the medians are held to 5%, the means only bounded
+	assert.ok(s.ttft_ms.mean >= TTFT_MS && s.ttft_ms.mean <= 1.25 * TTFT_MS, `TTFT mean ${s.ttft_ms.mean}`);
 	assert.equal(s.itl_ms.count, n * (TOKENS - 1), 'one inter-token gap per token after the first');
 	within5(s.itl_ms.p50, 1000 / TPS, 'inter-token p50');
-	within5(s.itl_ms.mean, 1000 / TPS, 'inter-token mean');
+	assert.ok(Math.abs(s.itl_ms.mean - 1000 / TPS) <= 0.1 * 1000 / TPS, `inter-token mean ${s.itl_ms.mean}`);
 	within5(s.stream_tokens_per_s.p50, TPS, 'output tokens/s per stream p50');
-	within5(s.stream_tokens_per_s.mean, TPS, 'output tokens/s per stream mean');
+	assert.ok(Math.abs(s.stream_tokens_per_s.mean - TPS) <= 0.1 * TPS, `tokens/s mean ${s.stream_tokens_per_s.mean}`);
 	within5(s.e2e_ms.p50, TTFT_MS + (TOKENS - 1) * 1000 / TPS, 'end-to-end p50');
 }
 
@@ -269,6 +271,37 @@ describe('meridian bench: prompts, arguments, the HTML report', () => {
 		const r = await run(['bench', '--url', mock.url, '--model', 'x', '--prompts', path.join(dir, 'none.jsonl')]);
 		assert.equal(r.code, 1);
 		assert.match(r.stderr, /cannot open prompts/);
+	});
+
+	test('a progress line every second; SIGINT stops the run and still reports it', async () => {
+		await mock.reset();
+		const p = spawn(BIN, ['bench', '--url', mock.url + '/v1', '--model', 'grok-4', '--stream', '--rate', '5',
+			'--duration', '60s', '--json', '--progress', '--header', 'x-mock-tokens: 5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+		let out = '', err = '';
+		p.stdout.on('data', (d) => (out += d));
+		p.stderr.on('data', (d) => (err += d));
+		const exited = new Promise((resolve) => p.on('close', (code, signal) => resolve({ code, signal })));
+		const t = setTimeout(() => p.kill('SIGKILL'), 30000 * SLOW);
+		try {
+			await sleep(2500 * SLOW);
+			p.kill('SIGINT');
+			const ex = await exited;
+			assert.doesNotMatch(err, /Sanitizer|runtime error:/, err);
+			assert.deepEqual(ex, { code: 1, signal: null }, err);
+		} finally {
+			clearTimeout(t);
+		}
+		const lines = err.split('\n').filter((l) => /^bench: +\d+ s +\d+ done \(\d+ errors\) .* in flight \d+ +ttft p50 /.test(l));
+		assert.ok(lines.length >= 2, `progress lines on a pipe, one a second:\n${err}`);
+		const j = JSON.parse(out);
+		assert.equal(j.interrupted, true);
+		// this mock fails 10% with 500: those are errors, nothing else is
+		assert.ok(j.overall.requests >= 5, JSON.stringify(j.overall));
+		assert.equal(j.overall.errors, j.overall.status['500'] ?? 0);
+		// the mock saw the requests reported, and the ones cut short, which are not counted
+		const st = await mock.stats();
+		assert.equal(st.requests, j.started);
+		assert.equal(st.requests - j.overall.requests, st.cancelled);
 	});
 
 	test('the HTML report renders in Chromium with its charts and no console error', async () => {
