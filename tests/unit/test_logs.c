@@ -1323,6 +1323,55 @@ static void test_sqlite_stats(void **state)
 	rm_db();
 }
 
+/* Records of one microsecond: it has 1024 keys, the next microsecond takes the rest (their ts
+ * moves by 1 us); a record of a microsecond already written finds a free key among its rows. */
+static void test_sqlite_same_us(void **state)
+{
+	struct log_writer *w;
+	struct log_reader *rd;
+	struct log_filter f = {0};
+	struct buf b = BUF_INIT;
+	char err[256], id[48];
+	int64_t ts = 1700000000000000;
+	json_t *j;
+
+	tmp_db("us.db");
+	rm_db();
+	assert_int_equal(log_writer_start(spec, 4096, 0, &w, err, sizeof(err)), 0);
+	for (int i = 0; i < 1100; i++) {
+		snprintf(id, sizeof(id), "s-%04d", i);
+		assert_true(log_writer_push(w, mk(ts, id, i)));
+	}
+	log_writer_stop(w, 5000);
+	assert_int_equal(log_writer_start(spec, 4096, 0, &w, err, sizeof(err)), 0);
+	for (int i = 0; i < 3; i++) {
+		snprintf(id, sizeof(id), "s-late-%d", i);
+		assert_true(log_writer_push(w, mk(ts + i, id, i)));
+	}
+	log_writer_stop(w, 5000);
+	assert_int_equal(count_rows(NULL), 1103);
+	/* 1024 in the first microsecond; 76 and then the late one of it in the next, with the
+	 * late one of that microsecond */
+	assert_int_equal(count_rows("WHERE ts_us = 1700000000000000"), 1024);
+	assert_int_equal(count_rows("WHERE ts_us = 1700000000000001"), 78);
+	assert_int_equal(count_rows("WHERE ts_us = 1700000000000002"), 1);
+
+	assert_int_equal(log_reader_open(spec, &rd, err, sizeof(err)), 0);
+	f.limit = 1;
+	assert_int_equal(log_query(rd, &f, &b, err, sizeof(err)), 0);
+	j = parse(&b);
+	/* the newest microsecond, its greatest id first */
+	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j,
+		"data"), 0), "id")), "s-late-2");
+	json_decref(j);
+	buf_reset(&b);
+	assert_int_equal(log_get(rd, "s-late-0", &b, err, sizeof(err)), 0);
+	assert_non_null(strstr(b.data, "\"ts\":\"2023-11-14T22:13:20.000Z\""));
+	buf_release(&b);
+	log_reader_close(rd);
+	rm_db();
+}
+
 /* ---- a million records -------------------------------------------------------------------- */
 
 #define MILLION 1000000
@@ -1530,6 +1579,7 @@ int main(void)
 		cmocka_unit_test(test_prune_called),
 		cmocka_unit_test(test_sqlite_writer),
 		cmocka_unit_test(test_sqlite_migrate),
+		cmocka_unit_test(test_sqlite_same_us),
 		cmocka_unit_test(test_sqlite_locked),
 		cmocka_unit_test(test_sqlite_retention),
 		cmocka_unit_test(test_sqlite_query),
