@@ -10,6 +10,7 @@ Standard library only.
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -19,6 +20,7 @@ from benchlib import (DISTURBED, MIN_CLEAN, cells_of, cpu_us, errors, kept,
 
 THROUGHPUT_MIN = 0.95   # routed req/s at least 95% of the baseline's
 LATENCY_MAX = 1.05      # routed p50 and p99 at most 105% of the baseline's
+IR_MAX = 1.05           # routed instructions per request at most 105% of the baseline's
 
 BEGIN = "<!-- routing section: written by bench/run (bench/routing.py) -->"
 END = "<!-- end of routing section -->"
@@ -174,6 +176,7 @@ def section(args, runs, checks, before, after):
             reg, d[reg]["requests"], d[reg]["failures"], d[reg]["probes_ok"], d[reg]["probes_failed"],
             "%.3f ms" % ewma if ewma is not None else "none"))
     out.append("")
+    out += ircount_section(args, verdict)
     out += profile_section(args, cells)
     for name, val, ok in verdict:
         out.append("- **%s** %s: %s" % ("PASS" if ok else "FAIL", name, val))
@@ -189,6 +192,40 @@ def section(args, runs, checks, before, after):
                        "noise, not a cost of routing (the profile above measures that cost)"))
     out += ["", END]
     return out, verdict
+
+
+# ---- instructions per request --------------------------------------------------------------------
+
+def ircount_section(args, verdict):
+    """The callgrind counts of bench/ircount.sh: a table and one target line per routed row."""
+    rows = {}
+    if args.ircount and os.path.exists(args.ircount):
+        for l in open(args.ircount):
+            if l.strip():
+                r = json.loads(l)
+                rows[r["row"]] = r
+    if "base" not in rows:
+        return ["Instructions per request: not counted (no valgrind).", ""]
+    base = rows["base"]["ir_per_request"]
+    out = ["Instructions per request, counted by callgrind (`bench/ircount.sh`: each gateway of this "
+           "section started twice under valgrind, %d and then %d requests sent one after another on "
+           "one connection with the load's location header, all threads counted, the difference "
+           "divided by the difference in requests, so start-up and shutdown cancel out; probes slowed "
+           "to one at start-up, since under valgrind a second of probing stands for fifty of real "
+           "time). Unlike the wrk ratios these repeat to within a few tenths of a percent, whatever "
+           "else the machine runs:" % (rows["base"]["n1"], rows["base"]["n2"]), "",
+           "| row | instructions per request | / baseline |", "|---|--:|--:|"]
+    for row in ("base", "routed", "affinity"):
+        if row in rows:
+            x = rows[row]["ir_per_request"]
+            out.append("| %s | %.0f | %.3f |" % (dict(ROWS).get(row, row), x, x / base))
+    out.append("")
+    for row in ("routed", "affinity"):
+        if row in rows:
+            ratio = rows[row]["ir_per_request"] / base
+            verdict.append(("instructions per request, %s / baseline <= %.2f (callgrind)" % (row, IR_MAX),
+                            "%.3f" % ratio, ratio <= IR_MAX))
+    return out
 
 
 # ---- where routing's time goes ------------------------------------------------------------------
@@ -287,6 +324,7 @@ def main():
     ap.add_argument("--alone", action="store_true")
     ap.add_argument("--profile", action="append", default=[], help="ROW:perf-script-text")
     ap.add_argument("--profile-seconds", default="5")
+    ap.add_argument("--ircount", help="bench/ircount.sh's JSON lines")
     ap.add_argument("--server-cpu")
     ap.add_argument("--load-cpu")
     args = ap.parse_args()
