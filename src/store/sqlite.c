@@ -815,11 +815,14 @@ struct row {
 	const char *attempts_json; /* version 1 rows: their attempts' text */
 };
 
+#define ALL_FIELDS (~0u)
+
 /*
- * Scans the row the statement is on (k, cost_usd, r, ...) and decodes fields up to upto (NF:
- * all of them, attempts included). -1: r is not what this store writes.
+ * Scans the row the statement is on (k, cost_usd, r, ...) up to field upto (NF: all of them,
+ * attempts included) and decodes the strings whose bit (1 << F_) is in need; the others stay
+ * NULL. -1: r is not what this store writes.
  */
-static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto)
+static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto, unsigned need)
 {
 	const char *r = (const char *)sqlite3_column_text(st, 2);
 	size_t len = (size_t)sqlite3_column_bytes(st, 2);
@@ -834,7 +837,7 @@ static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto)
 	buf_reset(&s->tmp);
 	buf_reserve(&s->tmp, len + 1);
 	o = s->tmp.data;
-#define STRF(f) (w->sp[f].kind == 's' ? unescape(&w->sp[f], &o) : NULL)
+#define STRF(f) ((f) < upto && (need >> (f) & 1) && w->sp[f].kind == 's' ? unescape(&w->sp[f], &o) : NULL)
 	const char *id = STRF(F_ID);
 	snprintf(w->r.id, sizeof(w->r.id), "%s", id ? id : "");
 	w->r.ts_us = ts_of(w->k);
@@ -1069,7 +1072,7 @@ static int sq_query(void *h, const struct log_filter *f, struct buf *out, char *
 	buf_puts(&p.out, "{\"data\":[");
 	/* newest first; the rows of one microsecond come together, put in id order at its end */
 	while (!p.more && (step = sqlite3_step(st)) == SQLITE_ROW) {
-		if (row_read(s, st, &w, NF) < 0) {
+		if (row_read(s, st, &w, NF, ALL_FIELDS) < 0) {
 			corrupt(err, errlen, sqlite3_column_int64(st, 0));
 			goto out;
 		}
@@ -1131,18 +1134,19 @@ static int64_t id_time(const char *id)
 	return t;
 }
 
-/* False when r cannot hold id: its first bytes differ (escapes aside). */
-static bool may_be(const char *id, const char *r)
+/* Whether r's id is id, read in place: 1, 0, or -1 when it has escapes (decode it). */
+static int id_is(const char *id, const char *r)
 {
 	if (!r || r[0] != '[' || r[1] != '"')
-		return true; /* not ours to judge: decoded, then refused */
-	for (int i = 0; i < 4 && id[i]; i++) {
-		if (r[2 + i] == '\\')
-			return true;
-		if (r[2 + i] != id[i])
-			return false;
+		return -1;
+	for (const char *p = r + 2;; p++, id++) {
+		if (*p == '\\')
+			return -1;
+		if (*p == '"')
+			return *id == '\0';
+		if (*p != *id || !*p)
+			return 0;
 	}
-	return true;
 }
 
 /* The first row of id between keys lo and hi: 0 with it in out, 1 when none, -1. */
@@ -1157,10 +1161,10 @@ static int get_in(struct sq *s, const char *id, int64_t lo, int64_t hi, struct b
 	sqlite3_bind_int64(st, 1, lo);
 	sqlite3_bind_int64(st, 2, hi);
 	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-		/* most rows are told apart by the id's first bytes, without decoding them */
-		if (!may_be(id, (const char *)sqlite3_column_text(st, 2)))
+		/* ids compared in r, decoded only when they match (or are escaped) */
+		if (id_is(id, (const char *)sqlite3_column_text(st, 2)) == 0)
 			continue;
-		if (row_read(s, st, &w, NF) < 0) {
+		if (row_read(s, st, &w, NF, ALL_FIELDS) < 0) {
 			rc = corrupt(err, errlen, sqlite3_column_int64(st, 0));
 			break;
 		}
@@ -1361,6 +1365,30 @@ static const char *group_key(const struct log_record *r, enum log_group g)
 	return NULL;
 }
 
+/* The fields a stats scan reads: up to the cache at least (the sums), the strings of the
+ * group key, the cache and the filters. */
+static void need_fields(const struct log_filter *f, enum log_group g, int *upto, unsigned *need)
+{
+	static const int group_field[] = {
+		[LOG_GROUP_NONE] = -1, [LOG_GROUP_MODEL] = F_MODEL, [LOG_GROUP_REGION] = F_REGION,
+		[LOG_GROUP_PROVIDER] = F_PROVIDER, [LOG_GROUP_ACCOUNT] = F_ACCOUNT,
+		[LOG_GROUP_GATEWAY] = F_GATEWAY,
+	};
+	unsigned m = 1u << F_CACHE;
+
+	if (group_field[g] >= 0)
+		m |= 1u << group_field[g];
+	m |= (f->account ? 1u << F_ACCOUNT : 0) | (f->gateway ? 1u << F_GATEWAY : 0) |
+	     (f->provider ? 1u << F_PROVIDER : 0) | (f->model ? 1u << F_MODEL : 0) |
+	     (f->region ? 1u << F_REGION : 0) | (f->termination ? 1u << F_TERMINATION : 0);
+	*upto = F_CACHE + 1;
+	if (f->q && f->q[0]) {
+		m |= 1u << F_ID | 1u << F_MODEL | 1u << F_ERROR_CODE | 1u << F_METADATA;
+		*upto = NF_FILTER;
+	}
+	*need = m;
+}
+
 static int sq_stats(void *h, const struct log_stats_query *q, struct buf *out, char *err,
 		    size_t errlen)
 {
@@ -1371,16 +1399,19 @@ static int sq_stats(void *h, const struct log_stats_query *q, struct buf *out, c
 	struct acc *tot = xcalloc(1, sizeof(*tot));
 	const char *col = group_col(q->group);
 	struct row w;
-	int rc = -1, step;
+	unsigned need;
+	int rc = -1, step, upto;
 
-	/* one scan of the time range, the rows summed here: SQLite's GROUP BY would sort */
+	/* one scan of the time range, the rows summed here: SQLite's GROUP BY would sort; only
+	 * the strings the group and the filters read are decoded */
+	need_fields(&q->filter, q->group, &upto, &need);
 	bind_range(st, &q->filter, false, 0);
 	acc_init(tot);
 	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
 		int64_t ts, tb;
 		struct acc *a;
 
-		if (row_read(s, st, &w, NF_FILTER) < 0) {
+		if (row_read(s, st, &w, upto, need) < 0) {
 			corrupt(err, errlen, sqlite3_column_int64(st, 0));
 			goto out;
 		}

@@ -1399,11 +1399,13 @@ static double elapsed_ms(clockid_t c, const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* The bound is 1 s of CPU; sanitizers slow our code (not SQLite's), so their builds get more. */
+/* The bound is 1 s of CPU; sanitizers slow our code (not SQLite's), and a stats scan decodes
+ * every row in our code (ASan's -O0 build: 1.5 s where the release takes 0.42 s), so their
+ * builds get more. */
 #if defined(__SANITIZE_THREAD__)
-#define CPU_BOUND_MS 4000.0
+#define CPU_BOUND_MS 6000.0
 #elif defined(__SANITIZE_ADDRESS__)
-#define CPU_BOUND_MS 2000.0
+#define CPU_BOUND_MS 3000.0
 #else
 #define CPU_BOUND_MS 1000.0
 #endif
@@ -1526,6 +1528,18 @@ static void test_million(void **state)
 	timing_start(&tm);
 	assert_int_equal(log_query(rd, &f, &b, err, sizeof(err)), 0);
 	timing_check(&tm, "account page");
+
+	/* a record by an id that carries no time (not one of ours): the whole table is read;
+	 * the newest is the last one found, and an unknown id reads everything too */
+	buf_reset(&b);
+	timing_start(&tm);
+	assert_int_equal(log_get(rd, "req-00999999", &b, err, sizeof(err)), 0);
+	timing_check(&tm, "a record by a client's id (the whole table)");
+	assert_non_null(strstr(b.data, "\"id\":\"req-00999999\""));
+	buf_reset(&b);
+	timing_start(&tm);
+	assert_int_equal(log_get(rd, "req_0655d1a7b0000123456789ab", &b, err, sizeof(err)), 1);
+	timing_check(&tm, "an unknown id of our form (its window, then the whole table)");
 
 	/* stats over all of it: by model, daily buckets (10 x 30 points) */
 	struct log_stats_query q = {0};
