@@ -24,8 +24,11 @@ TARGET_LEVEL = 10000
 
 
 def others(r):
+    """What other processes used during the run, in cores: the machine's user, system and steal
+    time less that of the mock, the gateway and the load generator. Not below 0: the processes'
+    own times hold some softirq time of their loopback traffic that /proc/stat counts apart."""
     wall = r["wall_ns"] / 1e6
-    return (r["busy_ms"] - r["ours_ms"]) / wall if wall else 0.0
+    return max(0.0, (r["busy_ms"] - r["ours_ms"]) / wall) if wall else 0.0
 
 
 def disturbed(r):
@@ -157,7 +160,15 @@ def section(args, runs):
         "their own queueing shows in the direct path's latencies too; the gateway's core is its own." % (
             "{:,}".format(hard), "{:,}".format(soft), "{:,}".format(TARGET_LEVEL),
             "{:,}".format(2 * TARGET_LEVEL + 20), "{:,}".format((hard - 20) // 2)),
-        "", END]
+        ""]
+    at_limit = sorted({r["level"] for r in runs if r["path"] == "meridian" and r["fd_max"] >= soft - 16})
+    if at_limit:
+        out += ["In this run the gateway reached the descriptor limit at %s streams (the fds column); "
+                "its errors there are the requests it could not accept or connect upstream for: 503 "
+                "once the deployment's circuit opened on the failed connects, 502 for the failed "
+                "connects themselves, and connections it could not take." %
+                " and ".join("{:,}".format(l) for l in at_limit), ""]
+    out += [END]
     return out, verdict
 
 
