@@ -10,7 +10,7 @@
 #include "store/logs.h"
 
 /*
- * The schema, the same in both stores (version 1; a table meridian_schema(version) records it,
+ * The schema both stores answer for (version 2; a table meridian_schema(version) records it,
  * and a store migrates older versions forward at open):
  *
  *   requests(
@@ -24,10 +24,12 @@
  *     cache TEXT, metadata TEXT, attempts TEXT,  -- attempts: a JSON array (log_json_attempts)
  *     request_body TEXT, response_body TEXT)
  *
- * with an index on ts_us (SQLite: covering the columns filters and stats read) and one on id, so
- * that a filtered page or a stats query over a million records stays under a second; every
- * further index costs every request on the writer thread. PostgreSQL may keep (id, ts_us)
- * unique, to ignore a batch replayed after a commit whose answer was lost.
+ * PostgreSQL stores it as this table, with an index on (ts_us, id) covering what stats read
+ * and a few per filter. SQLite (version 2) stores one b-tree keyed by time, each record as one
+ * JSON array, and shows this table as a view (docs/internals/logs.md): every index costs every
+ * request on its writer thread, which shares the CPU with the workers. Either way a filtered
+ * page or a stats query over a million records stays under a second. PostgreSQL may keep
+ * (id, ts_us) unique, to ignore a batch replayed after a commit whose answer was lost.
  */
 
 struct log_backend_ops {

@@ -324,36 +324,46 @@ fail:
 
 /* ---- a record as r ------------------------------------------------------------------------ */
 
-static void put_s(struct buf *b, const char *s)
+/*
+ * r is written through a pointer into room made once (a string takes 6 bytes a byte at most,
+ * a number 21): the writer builds one for every request, and a buf call per field showed.
+ * Strings are escaped as buf_append_json_str() does: bytes >= 0x20 but '"' and '\' as they are.
+ */
+static char *put_s(char *w, const char *s)
 {
-	size_t n;
-	char *w;
+	static const char hex[] = "0123456789abcdef";
 
 	if (!s) {
-		buf_append(b, "null,", 5);
-		return;
+		memcpy(w, "null,", 5);
+		return w + 5;
 	}
-	n = strlen(s);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == '"' || c == '\\') {
-			buf_append(b, "\"", 1);
-			buf_append_json_str(b, s, n);
-			buf_append(b, "\",", 2);
-			return;
+	*w++ = '"';
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*w++ = (char)c;
+			continue;
+		}
+		*w++ = '\\';
+		switch (c) {
+		case '"': *w++ = '"'; break;
+		case '\\': *w++ = '\\'; break;
+		case '\n': *w++ = 'n'; break;
+		case '\r': *w++ = 'r'; break;
+		case '\t': *w++ = 't'; break;
+		default:
+			memcpy(w, "u00", 3);
+			w[3] = hex[c >> 4];
+			w[4] = hex[c & 15];
+			w += 5;
 		}
 	}
-	/* nothing to escape, as nearly always: one copy */
-	buf_reserve(b, n + 3);
-	w = b->data + b->len;
-	w[0] = '"';
-	memcpy(w + 1, s, n);
-	w[n + 1] = '"';
-	w[n + 2] = ',';
-	b->len += n + 3;
+	*w++ = '"';
+	*w++ = ',';
+	return w;
 }
 
-static void put_i(struct buf *b, int64_t v)
+static char *put_i(char *w, int64_t v)
 {
 	char tmp[24];
 	size_t k = sizeof(tmp);
@@ -366,7 +376,8 @@ static void put_i(struct buf *b, int64_t v)
 	} while (u);
 	if (v < 0)
 		tmp[--k] = '-';
-	buf_append(b, tmp + k, sizeof(tmp) - k);
+	memcpy(w, tmp + k, sizeof(tmp) - k);
+	return w + (sizeof(tmp) - k);
 }
 
 static int64_t clamp_u64(uint64_t v)
@@ -374,50 +385,72 @@ static int64_t clamp_u64(uint64_t v)
 	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
 }
 
-/* Appends r in the F_ order; each put_ leaves a comma, the last one a bracket takes. */
+static size_t room_s(const char *s)
+{
+	return s ? 6 * strlen(s) + 3 : 5;
+}
+
+/* Appends r in the F_ order; each put_ leaves a comma, which the closing bracket replaces. */
 static void encode_to(struct buf *b, const struct log_record *r)
 {
-	buf_append(b, "[", 1);
-	put_s(b, r->id);
-	put_s(b, r->account);
-	put_s(b, r->gateway);
-	put_s(b, r->provider);
-	put_s(b, r->model);
-	put_s(b, r->region);
-	put_i(b, r->status);
-	put_s(b, r->termination);
-	put_i(b, log_latency_bucket(r->latency_us));
-	put_i(b, clamp_u64(r->tokens_in));
-	put_i(b, clamp_u64(r->tokens_out));
-	put_s(b, r->cache);
-	put_s(b, r->error_code);
-	put_s(b, r->metadata);
-	put_s(b, r->model_served);
-	put_s(b, r->endpoint);
-	put_s(b, r->region_requested);
-	put_s(b, r->method);
-	put_s(b, r->path);
-	put_s(b, r->surface);
-	put_i(b, r->stream);
-	put_i(b, clamp_u64(r->latency_us));
-	put_i(b, clamp_u64(r->ttfb_us));
-	put_i(b, r->tokens_estimated);
-	buf_append(b, "[", 1);
+	const char *const strs[] = {r->id, r->account, r->gateway, r->provider, r->model,
+				    r->region, r->termination, r->cache, r->error_code, r->metadata,
+				    r->model_served, r->endpoint, r->region_requested, r->method,
+				    r->path, r->surface};
+	size_t room = 8 * 21 + 8;
+	char *w;
+
+	for (size_t i = 0; i < ARRAY_SIZE(strs); i++)
+		room += room_s(strs[i]);
+	for (size_t i = 0; i < r->nattempts; i++)
+		room += room_s(r->attempts[i].region) + room_s(r->attempts[i].deployment) +
+			room_s(r->attempts[i].model) + room_s(r->attempts[i].error) + 2 * 21 + 2;
+	buf_reserve(b, room);
+	w = b->data + b->len;
+	*w++ = '[';
+	w = put_s(w, r->id);
+	w = put_s(w, r->account);
+	w = put_s(w, r->gateway);
+	w = put_s(w, r->provider);
+	w = put_s(w, r->model);
+	w = put_s(w, r->region);
+	w = put_i(w, r->status);
+	w = put_s(w, r->termination);
+	w = put_i(w, log_latency_bucket(r->latency_us));
+	w = put_i(w, clamp_u64(r->tokens_in));
+	w = put_i(w, clamp_u64(r->tokens_out));
+	w = put_s(w, r->cache);
+	w = put_s(w, r->error_code);
+	w = put_s(w, r->metadata);
+	w = put_s(w, r->model_served);
+	w = put_s(w, r->endpoint);
+	w = put_s(w, r->region_requested);
+	w = put_s(w, r->method);
+	w = put_s(w, r->path);
+	w = put_s(w, r->surface);
+	w = put_i(w, r->stream);
+	w = put_i(w, clamp_u64(r->latency_us));
+	w = put_i(w, clamp_u64(r->ttfb_us));
+	w = put_i(w, r->tokens_estimated);
+	*w++ = '[';
 	for (size_t i = 0; i < r->nattempts; i++) {
 		const struct log_attempt *a = &r->attempts[i];
-		buf_append(b, "[", 1);
-		put_s(b, a->region);
-		put_s(b, a->deployment);
-		put_s(b, a->model);
-		put_i(b, a->status);
-		put_s(b, a->error);
-		put_i(b, a->ms);
-		b->data[b->len - 1] = ']';
-		buf_append(b, ",", 1);
+		*w++ = '[';
+		w = put_s(w, a->region);
+		w = put_s(w, a->deployment);
+		w = put_s(w, a->model);
+		w = put_i(w, a->status);
+		w = put_s(w, a->error);
+		w = put_i(w, a->ms);
+		w[-1] = ']';
+		*w++ = ',';
 	}
 	if (r->nattempts)
-		b->len--;
-	buf_append(b, "]]", 2);
+		w--;
+	*w++ = ']';
+	*w++ = ']';
+	*w = '\0';
+	b->len = (size_t)(w - b->data);
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
