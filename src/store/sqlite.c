@@ -997,6 +997,30 @@ static void sq_close_reader(void *h)
 	sq_free(h);
 }
 
+/* The fields a scan reads to filter (and a stats scan to sum): up to the cache at least (the sums), the strings of the
+ * group key, the cache and the filters. */
+static void need_fields(const struct log_filter *f, enum log_group g, int *upto, unsigned *need)
+{
+	static const int group_field[] = {
+		[LOG_GROUP_NONE] = -1, [LOG_GROUP_MODEL] = F_MODEL, [LOG_GROUP_REGION] = F_REGION,
+		[LOG_GROUP_PROVIDER] = F_PROVIDER, [LOG_GROUP_ACCOUNT] = F_ACCOUNT,
+		[LOG_GROUP_GATEWAY] = F_GATEWAY,
+	};
+	unsigned m = 1u << F_CACHE;
+
+	if (group_field[g] >= 0)
+		m |= 1u << group_field[g];
+	m |= (f->account ? 1u << F_ACCOUNT : 0) | (f->gateway ? 1u << F_GATEWAY : 0) |
+	     (f->provider ? 1u << F_PROVIDER : 0) | (f->model ? 1u << F_MODEL : 0) |
+	     (f->region ? 1u << F_REGION : 0) | (f->termination ? 1u << F_TERMINATION : 0);
+	*upto = F_CACHE + 1;
+	if (f->q && f->q[0]) {
+		m |= 1u << F_ID | 1u << F_MODEL | 1u << F_ERROR_CODE | 1u << F_METADATA;
+		*upto = NF_FILTER;
+	}
+	*need = m;
+}
+
 /* The keys of [since, until) and before a cursor at c_ts (0: none). */
 static void bind_range(sqlite3_stmt *st, const struct log_filter *f, bool cursor, int64_t c_ts)
 {
@@ -1095,24 +1119,31 @@ static int sq_query(void *h, const struct log_filter *f, struct buf *out, char *
 	struct row w;
 	int64_t cts = 0;
 	char cid[48];
-	int rc = -1, step = SQLITE_DONE;
+	unsigned need;
+	int rc = -1, step = SQLITE_DONE, upto;
 
 	if (f->cursor && log_cursor_decode(f->cursor, &cts, cid) < 0) {
 		snprintf(err, errlen, "invalid cursor");
 		goto out;
 	}
+	need_fields(f, LOG_GROUP_NONE, &upto, &need);
+	if (f->cursor)
+		need |= 1u << F_ID;
 	bind_range(st, f, f->cursor != NULL, cts);
 	buf_puts(&p.out, "{\"data\":[");
 	/* newest first; the rows of one microsecond come together, put in id order at its end */
 	while (!p.more && (step = sqlite3_step(st)) == SQLITE_ROW) {
+		/* what the filters read first; the rest only for a row that matches */
+		if (row_read(s, st, &w, upto, need) < 0) {
+			corrupt(err, errlen, sqlite3_column_int64(st, 0));
+			goto out;
+		}
+		if ((f->cursor && w.r.ts_us == cts && strcmp(w.r.id, cid) >= 0) || !matches(&w.r, f))
+			continue;
 		if (row_read(s, st, &w, NF, ALL_FIELDS) < 0) {
 			corrupt(err, errlen, sqlite3_column_int64(st, 0));
 			goto out;
 		}
-		if (f->cursor && w.r.ts_us == cts && strcmp(w.r.id, cid) >= 0)
-			continue;
-		if (!matches(&w.r, f))
-			continue;
 		if (p.ntie && w.r.ts_us != p.ts)
 			page_flush(&p);
 		if (p.more)
@@ -1396,30 +1427,6 @@ static const char *group_key(const struct log_record *r, enum log_group g)
 	case LOG_GROUP_NONE: break;
 	}
 	return NULL;
-}
-
-/* The fields a stats scan reads: up to the cache at least (the sums), the strings of the
- * group key, the cache and the filters. */
-static void need_fields(const struct log_filter *f, enum log_group g, int *upto, unsigned *need)
-{
-	static const int group_field[] = {
-		[LOG_GROUP_NONE] = -1, [LOG_GROUP_MODEL] = F_MODEL, [LOG_GROUP_REGION] = F_REGION,
-		[LOG_GROUP_PROVIDER] = F_PROVIDER, [LOG_GROUP_ACCOUNT] = F_ACCOUNT,
-		[LOG_GROUP_GATEWAY] = F_GATEWAY,
-	};
-	unsigned m = 1u << F_CACHE;
-
-	if (group_field[g] >= 0)
-		m |= 1u << group_field[g];
-	m |= (f->account ? 1u << F_ACCOUNT : 0) | (f->gateway ? 1u << F_GATEWAY : 0) |
-	     (f->provider ? 1u << F_PROVIDER : 0) | (f->model ? 1u << F_MODEL : 0) |
-	     (f->region ? 1u << F_REGION : 0) | (f->termination ? 1u << F_TERMINATION : 0);
-	*upto = F_CACHE + 1;
-	if (f->q && f->q[0]) {
-		m |= 1u << F_ID | 1u << F_MODEL | 1u << F_ERROR_CODE | 1u << F_METADATA;
-		*upto = NF_FILTER;
-	}
-	*need = m;
 }
 
 static int sq_stats(void *h, const struct log_stats_query *q, struct buf *out, char *err,
