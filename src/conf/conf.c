@@ -291,6 +291,7 @@ static const struct dir cache_dirs[] = {                /* struct conf */
 static const struct dir ratelimit_dirs[] = {            /* struct conf */
 	K("backend",            T_ENUM,      conf, ratelimit_backend, .names = backends),
 	{.key = "on_redis_error", .type = T_FN, .fn = walk_on_redis_error},
+	K("lease",              T_BOOL,      conf, ratelimit_lease),
 	{0},
 };
 
@@ -371,6 +372,7 @@ static void set_defaults(struct conf *c)
 	c->cache_backend = CONF_BACKEND_MEMORY;
 	c->cache_max_bytes = 256u << 20;
 	c->ratelimit_backend = CONF_BACKEND_MEMORY;
+	c->ratelimit_lease = true;
 	c->logs_store = xstrdup("sqlite:meridian.db");
 	c->logs_retention_ms = 30ull * 86400000;
 	c->logs_queue = 65536;

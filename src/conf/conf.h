@@ -178,6 +178,7 @@ struct conf {
 	uint64_t cache_max_bytes;       /* default 256 MiB */
 	enum conf_backend ratelimit_backend;
 	bool ratelimit_deny_on_redis_error; /* on_redis_error: deny */
+	bool ratelimit_lease;               /* lease: redis nodes take budget ahead of need */
 	char *redis_url;
 	char *logs_store;               /* default "sqlite:meridian.db" */
 	bool logs_bodies;

@@ -52,6 +52,7 @@ struct limit_ticket {
 				       * unavailable with on_redis_error: allow) */
 	bool pending;                 /* a Redis answer is awaited */
 	bool cancelled;
+	uint64_t pool;                /* its slot is one of this limiter's pool (its serial), 0: none */
 	struct limiter *owner;
 	void (*done)(struct limit_ticket *t, enum limit_verdict v, const struct limit_view *view,
 		     void *ud);

@@ -77,6 +77,8 @@ void limit__redis_finish(struct limit_redis *r, struct limit_acct *s, const stru
 /* For tests: the handshake is done and nothing has failed since; no call is outstanding. */
 bool limit__redis_up(const struct limit_redis *r);
 bool limit__redis_idle(const struct limit_redis *r);
+/* For tests: no lease holds requests, tokens or slots, none has anything to give back. */
+bool limit__redis_leases_idle(const struct limit_redis *r);
 /* Every call's deadline (50 ms); tests of exactness on a loaded machine raise it. */
 extern uint64_t limit__redis_deadline_ms;
 

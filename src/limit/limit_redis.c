@@ -18,12 +18,31 @@
 #define CONNECT_DEADLINE_MS 1000  /* TCP connect plus the pipelined handshake */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
-#define LEASE_MARGIN_MS 60000     /* a slot outlives the longest request by this much */
+#define SLOT_MARGIN_MS 60000      /* a slot outlives the longest request by this much */
 #define DEFAULT_TOTAL_MS 600000
 #define GIVEBACK_MAX 4096
 #define BATCH_MAX 128             /* admissions and finishes in one script call */
 #define FINISH_HOLD_MS 2          /* a finish waits this long for an admission to ride with */
+#define FINISH_TOKENS_HOLD_MS 20  /* one without a slot (a token correction only) this long */
 #define ANSWER_INTS 6             /* integers the script answers per admission */
+#define LEASE_INTS 8              /* and per lease */
+
+/* Leases (docs/internals/limits.md, "Leases"): budget taken from Redis ahead of need. Redis
+ * grants at most 1/LEASE_DIV of what remains, and nothing when fewer than LEASE_MIN_REQUESTS
+ * requests or LEASE_MIN_SLOTS slots remain: near a limit every admission is a Redis call. */
+#define LEASE_DIV 16
+#define LEASE_MIN_REQUESTS 1024
+#define LEASE_MIN_SLOTS 64
+#define LEASE_ASK_MIN 16          /* requests asked for when the rate is not known yet */
+#define LEASE_ASK_MAX (1u << 20)
+#define LEASE_END_NS 2000000u     /* a lease stops this long before its second can have ended */
+#define LEASE_AFTER_NS 1000000u   /* the next one is asked this long after it surely ended */
+#define LEASE_QUIET_NS 1000000000u /* after Redis granted nothing, ask again this much later */
+#define LEASE_IDLE_NS 1000000000u /* ticks of an account with no lease (pool upkeep, givebacks) */
+#define POOL_MAX 1024             /* slots a limiter holds for one account */
+#define POOL_RESCORE_NS 30000000000u /* pool slots are scored again this often */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /*
  * One script call settles the finishes and decides the admissions that one loop turn of one
@@ -56,9 +75,25 @@ static const char BATCH_LUA[] =
 	"local now = sec * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
 	"local low = sec - 59\n"
 	"local cs, ct = tm[1], tm[1] .. ':t'\n"
-	"local out, no = {sec}, 1\n"
-	"local function account(k, z, p, nf, na, rpm, tpm, maxc, lease)\n"
+	"local out, no = {sec, tonumber(tm[2])}, 2\n"
+	/* leases: at most 1/LD of what remains, and none below LMINR requests or LMINC slots */
+	"local LD, LMINR, LMINC = " STR(LEASE_DIV) ", " STR(LEASE_MIN_REQUESTS) ", "
+	STR(LEASE_MIN_SLOTS) "\n"
+	"local function account(k, z, p, nf, na, nl, rpm, tpm, maxc, lease)\n"
 	"  local want = {'r', 't', 'f', 'or', 'ot', 'x', 'zs', 'ze', cs, ct}\n"
+	"  local w, base = 1, p + 3 * nf\n"
+	"  if maxc > 0 then w = 2 end\n"
+	"  local lp = base + w * na\n"
+	"  local gsec, greq, gtok, pkeep, prm, pgrow, pfx = 0, 0, 0, 0, 0, 0, ''\n"
+	"  if nl > 0 then\n"
+	"    gsec, greq, gtok = tonumber(ARGV[lp]), tonumber(ARGV[lp + 1]), tonumber(ARGV[lp + 2])\n"
+	"    pkeep, prm, pgrow, pfx = tonumber(ARGV[lp + 6]), tonumber(ARGV[lp + 7]),\n"
+	"      tonumber(ARGV[lp + 8]), ARGV[lp + 9]\n"
+	/* a lease's unused part comes back to its second while that is in the window */
+	"    if gsec < low or gsec > sec then greq, gtok = 0, 0 end\n"
+	"    if greq > 0 then want[#want + 1] = gsec .. '' end\n"
+	"    if gtok > 0 then want[#want + 1] = gsec .. ':t' end\n"
+	"  end\n"
 	"  local fsec, fd = {}, {}\n"
 	"  for j = 1, nf do\n"
 	"    local q = p + 3 * (j - 1)\n"
@@ -161,7 +196,21 @@ static const char BATCH_LUA[] =
 	"    if s == nil then return 0 end\n"
 	"    return math.max((s + 60) * 1000 - now, 0)\n"
 	"  end\n"
+	"  local function takeback(kind, s, n)\n"
+	"    local fn = s .. ''\n"
+	"    if kind == 2 then fn = s .. ':t' end\n"
+	"    local cur = get(fn)\n"
+	"    local v = math.max(cur - n, 0)\n"
+	"    if v == cur then return end\n"
+	"    val[fn], ver = v, ver + 1\n"
+	"    if kind == 1 then nreq = math.max(nreq - (cur - v), 0)\n"
+	"    else ntok = math.max(ntok - (cur - v), 0) end\n"
+	"    if v == 0 and ok[kind] and o[kind] == s then ok[kind] = false end\n"
+	"  end\n"
+	"  if greq > 0 then takeback(1, gsec, greq) end\n"
+	"  if gtok > 0 then takeback(2, gsec, gtok) end\n"
 	"  local zrem = {}\n"
+	"  if maxc > 0 then for i = pkeep, prm - 1 do zrem[#zrem + 1] = pfx .. i end end\n"
 	"  for j = 1, nf do\n"
 	"    local s, d = fsec[j], fd[j]\n"
 	"    if d ~= 0 then\n"
@@ -180,10 +229,9 @@ static const char BATCH_LUA[] =
 	"    if m ~= '' then zrem[#zrem + 1] = m end\n"
 	"  end\n"
 	"  if #zrem > 0 then redis.call('ZREM', z, unpack(zrem)) end\n"
-	"  local w, base, zc, zadd, swept, score = 1, p + 3 * nf, 0, {}, false, nil\n"
+	"  local zc, zadd, swept, score = 0, {}, false, nil\n"
 	"  if maxc > 0 then\n"
-	"    w = 2\n"
-	"    if na > 0 then\n"
+	"    if na > 0 or nl > 0 then\n"
 	"      if tonumber(h[7]) ~= sec then\n"
 	"        redis.call('ZREMRANGEBYSCORE', z, '-inf', now); swept = true\n"
 	"      end\n"
@@ -229,6 +277,39 @@ static const char BATCH_LUA[] =
 	"    out[no + 4], out[no + 5], out[no + 6] = reset(o1), reset(o2), retry\n"
 	"    no = no + 6\n"
 	"  end\n"
+	"  if nl > 0 then\n"
+	"    local lreq, ltok, lmin = tonumber(ARGV[lp + 3]), tonumber(ARGV[lp + 4]),\n"
+	"      tonumber(ARGV[lp + 5])\n"
+	"    local gr, gt, gp = lreq, 0, 0\n"
+	"    if rpm > 0 and rpm - nreq < LMINR then gr = 0 end\n"
+	"    if rpm > 0 and gr > 0 then gr = math.min(gr, math.floor((rpm - nreq) / LD)) end\n"
+	"    if tpm > 0 and gr > 0 then\n"
+	"      gt = math.min(ltok, math.floor((tpm - ntok) / LD))\n"
+	"      if gt < lmin then gr, gt = 0, 0 end\n"
+	"    end\n"
+	"    if gr > 0 then\n"
+	"      val[cs], ver = get(cs) + gr, ver + 1\n"
+	"      added(1, sec, nreq)\n"
+	"      nreq = nreq + gr\n"
+	"      if gt > 0 then\n"
+	"        val[ct] = get(ct) + gt\n"
+	"        added(2, sec, ntok)\n"
+	"        ntok = ntok + gt\n"
+	"      end\n"
+	"    end\n"
+	"    if maxc > 0 then\n"
+	"      if pgrow > 0 and maxc - zc >= LMINC then\n"
+	"        gp = math.min(pgrow, math.floor((maxc - zc) / LD))\n"
+	"      end\n"
+	"      zc = zc + gp\n"
+	/* every pool slot is scored again, so none expires while its node lives */
+	"      for i = 0, pkeep + gp - 1 do zadd[#zadd + 1] = score; zadd[#zadd + 1] = pfx .. i end\n"
+	"    end\n"
+	"    out[no + 1], out[no + 2], out[no + 3], out[no + 4] = gr, gt, gp, nreq\n"
+	"    out[no + 5], out[no + 6], out[no + 7] = ntok, zc, reset(oldest(1))\n"
+	"    out[no + 8] = reset(oldest(2))\n"
+	"    no = no + 8\n"
+	"  end\n"
 	"  local hs = {}\n"
 	"  local function put(fn, v, old)\n"
 	"    if v ~= nil and v ~= tonumber(old) then hs[#hs + 1] = fn; hs[#hs + 1] = v end\n"
@@ -255,22 +336,26 @@ static const char BATCH_LUA[] =
 	"    redis.call('ZADD', z, unpack(zadd))\n"
 	"    if zexp then redis.call('PEXPIRE', z, zexp - now) end\n"
 	"  end\n"
-	"  return base + w * na\n"
+	"  if nl > 0 then return lp + 10 end\n"
+	"  return lp\n"
 	"end\n"
 	"local p = 1\n"
 	"for a = 1, #KEYS / 2 do\n"
-	"  local nf, na = tonumber(ARGV[p]), tonumber(ARGV[p + 1])\n"
-	"  p = account(KEYS[2 * a - 1], KEYS[2 * a], p + 6, nf, na, tonumber(ARGV[p + 2]),\n"
-	"              tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5]))\n"
+	"  local nf, na, nl = tonumber(ARGV[p]), tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2])\n"
+	"  p = account(KEYS[2 * a - 1], KEYS[2 * a], p + 7, nf, na, nl, tonumber(ARGV[p + 3]),\n"
+	"              tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5]), tonumber(ARGV[p + 6]))\n"
 	"end\n"
 	"return out\n";
 
 enum call_kind { CALL_SETUP, CALL_BATCH };
 
 /* An admission or a finish: queued during a loop turn, then one entry of a batch. */
+struct lease;
+
 struct rent {
 	struct rent *next;
 	bool finish;
+	bool lease;                   /* a lease's giveback, request and pool upkeep (ls) */
 	bool deny;                    /* admission: on_redis_error deny */
 	bool slot;                    /* finish: the ticket holds a concurrency slot */
 	struct limit_ticket *t;       /* admission: NULL once cancelled */
@@ -281,6 +366,11 @@ struct rent {
 	uint64_t ticket_id;
 	uint64_t lease_ms;            /* admission */
 	uint64_t deadline;            /* admission held for the first handshake: monotonic ms */
+	struct lease *ls;             /* lease */
+	uint64_t gsec, greq, gtok;    /* lease: the unused part of an older one, counted in gsec */
+	uint64_t lreq, ltok, lmin;    /* lease: requests and tokens asked for, the least useful */
+	uint64_t pkeep, prm, pgrow;   /* lease: slots 0..pkeep-1 kept, pkeep..prm-1 removed */
+	size_t at;                    /* where its integers start in the answer */
 };
 
 /* One command sent. Replies come in the order commands were sent, so the sent list is in reply
@@ -295,8 +385,10 @@ struct rcall {
 	bool eval;                    /* BATCH: sent with EVAL already after NOSCRIPT */
 	uint64_t deadline;            /* monotonic ms */
 	uint64_t budget;              /* the deadline's distance from when it was sent */
+	uint64_t sent_ns;             /* uv_hrtime() when sent: before Redis ran it */
 	struct rent *ents;            /* BATCH: its entries, in the order of ARGV */
 	size_t nadmit;                /* BATCH: how many of them are admissions */
+	size_t nlease;                /* BATCH: and leases */
 };
 
 /* One account's part of a batch: its finishes, then its admissions, which all have the same
@@ -305,8 +397,40 @@ struct group {
 	struct limit_acct *acct;
 	struct conf_limits lim;
 	uint64_t lease_ms;
-	size_t nfin, nadm;
-	struct rent *fin, **fin_tail, *adm, **adm_tail;
+	size_t nfin, nadm, nlease;
+	struct rent *fin, **fin_tail, *adm, **adm_tail, *lse;
+};
+
+/*
+ * What one limiter holds of one account's budget, and what it knows of the account. Created on
+ * the account's first admission on this limiter, freed with the limiter.
+ */
+struct lease {
+	struct limit_acct *acct;
+	struct lease *next_active;    /* r->active: something to expire, give back or keep up */
+	bool active;
+	bool op;                      /* a lease entry is queued or on the wire */
+	struct conf_limits lim;       /* the limits it was taken under */
+	uint64_t lease_ms;            /* the slots' lease */
+	/* requests and tokens counted in Redis's second sec, usable before until_ns; by end_ns
+	 * that second has surely ended */
+	bool live;
+	uint64_t sec, until_ns, end_ns;
+	uint64_t req_left, tok_left, granted;
+	/* demand: this period's admissions (leased or not) and the previous period's */
+	uint64_t used, used_tok, est_max;
+	uint64_t rate, rate_tok, rate_est_max;
+	uint64_t quiet_until_ns;
+	/* the unused part of an expired lease, counted in g_sec, to give back */
+	uint64_t g_sec, g_req, g_tok;
+	/* the account as Redis last answered (what every node holds included) */
+	uint64_t nreq, ntok, rreset_ns, treset_ns;
+	/* concurrency slots held in Redis as members <pool_pfx><i>, i < pool_total; members up to
+	 * pool_hi may still be there (to remove); usable for a request while it ends before
+	 * pool_until_ns, and only once an answer confirmed them on this connection (pool_ok) */
+	uint64_t pool_total, pool_free, pool_hi, pool_until_ns, pool_peak;
+	bool pool_ok;
+	bool pool_near;               /* Redis said fewer than LEASE_MIN_SLOTS slots are left */
 };
 
 /* A finish Redis could not take yet. */
@@ -354,13 +478,22 @@ struct limit_redis {
 	struct rent *spare_ents;
 	struct giveback *giveback;    /* finishes to send once Redis is back */
 	size_t ngiveback;
+	uint64_t hold_due;            /* monotonic ms the hold timer fires at */
+
+	uint64_t serial;              /* unique in the process: names this limiter's pool slots */
+	char pool_pfx[48];            /* "<node>:p<serial>:" */
+	struct lease **ltab;          /* by account, open addressing */
+	size_t lmask, nlease;
+	struct lease *active;
+	uv_timer_t lease_timer;
 
 	/* One batch's command, built in place: no allocation per batch but hiredis's own. At most
-	 * BATCH_MAX accounts with 2 keys and 6 numbers each, BATCH_MAX entries of 3 arguments. */
+	 * BATCH_MAX accounts with 2 keys, 7 numbers and a lease's 10 arguments each, BATCH_MAX
+	 * entries of 3 arguments. */
 	struct group groups[BATCH_MAX];
-	const char *argv[3 + 8 * BATCH_MAX + 3 * BATCH_MAX];
-	size_t argvlen[3 + 8 * BATCH_MAX + 3 * BATCH_MAX];
-	char nums[BATCH_MAX * (6 * 21 + 80) + 24];
+	const char *argv[3 + 19 * BATCH_MAX + 3 * BATCH_MAX];
+	size_t argvlen[3 + 19 * BATCH_MAX + 3 * BATCH_MAX];
+	char nums[BATCH_MAX * (16 * 21 + 48 + 80) + 24];
 };
 
 uint64_t limit__redis_deadline_ms = DEADLINE_MS;
@@ -369,6 +502,10 @@ static uv_once_t sha_once = UV_ONCE_INIT;
 static char batch_sha[41];
 /* Limiters that find Redis away: the first one logs "away", the last one back logs "back". */
 static atomic_int away_count;
+
+static void lease_unsent(struct rent *e);
+static void lease_unanswered(struct rent *e);
+static void leases_conn_lost(struct limit_redis *r);
 
 static void sha1_hex(const char *s, char out[41])
 {
@@ -592,7 +729,8 @@ static bool call_send(struct limit_redis *r, struct rcall *k, int argc, const ch
 	if (!r->ac || redisAsyncCommandArgv(r->ac, on_reply, k, argc, argv, argvlen) != REDIS_OK)
 		return false;
 	k->budget = budget_ms;
-	k->deadline = mono_ms() + budget_ms;
+	k->sent_ns = uv_hrtime();
+	k->deadline = k->sent_ns / 1000000u + budget_ms;
 	k->next = NULL;
 	if (r->tail)
 		r->tail->next = k;
@@ -681,10 +819,16 @@ static bool batch_send(struct limit_redis *r, struct rcall *k)
 		}
 		if (e->finish) {
 			g->nfin++;
-		} else if (!g->nadm++) {
+			continue;
+		}
+		if (!g->nadm && !g->nlease) {
 			g->lim = e->lim;
 			g->lease_ms = e->lease_ms;
 		}
+		if (e->lease)
+			g->nlease++;
+		else
+			g->nadm++;
 	}
 	r->argv[0] = k->eval ? "EVAL" : "EVALSHA";
 	r->argvlen[0] = k->eval ? 4 : 7;
@@ -702,6 +846,7 @@ static bool batch_send(struct limit_redis *r, struct rcall *k)
 		const struct group *g = &r->groups[i];
 		arg_u64(&c, g->nfin);
 		arg_u64(&c, g->nadm);
+		arg_u64(&c, g->nlease);
 		arg_u64(&c, g->lim.requests_per_minute);
 		arg_u64(&c, g->lim.tokens_per_minute);
 		arg_u64(&c, g->lim.max_concurrent);
@@ -711,6 +856,12 @@ static bool batch_send(struct limit_redis *r, struct rcall *k)
 				arg_u64(&c, e->sec);
 				arg_delta(&c, e->used, e->est);
 				arg_member(&c, e->slot, e->ticket_id);
+			} else if (e->lease) {
+				const uint64_t v[9] = {e->gsec, e->greq, e->gtok, e->lreq, e->ltok,
+						       e->lmin, e->pkeep, e->prm, e->pgrow};
+				for (size_t j = 0; j < ARRAY_SIZE(v); j++)
+					arg_u64(&c, v[j]);
+				arg_str(&c, r->pool_pfx, strlen(r->pool_pfx));
 			} else {
 				arg_u64(&c, e->est);
 				if (g->lim.max_concurrent)
@@ -805,8 +956,13 @@ static void enqueue(struct limit_redis *r, struct rent *e)
 			uv_prepare_start(&r->prepare, on_prepare);
 			uv_check_start(&r->check, on_check);
 		}
-	} else if (!uv_is_active((uv_handle_t *)&r->hold_timer)) {
-		uv_timer_start(&r->hold_timer, on_hold, FINISH_HOLD_MS, 0);
+	} else {
+		uint64_t due = mono_ms() + (e->slot ? FINISH_HOLD_MS : FINISH_TOKENS_HOLD_MS);
+		if (!uv_is_active((uv_handle_t *)&r->hold_timer) || due < r->hold_due) {
+			r->hold_due = due;
+			uv_timer_start(&r->hold_timer, on_hold,
+				       e->slot ? FINISH_HOLD_MS : FINISH_TOKENS_HOLD_MS, 0);
+		}
 	}
 }
 
@@ -818,6 +974,8 @@ static void unsent(struct limit_redis *r, struct rent *e)
 {
 	if (e->finish)
 		giveback_add(r, e->acct, e->sec, e->est, e->used, e->ticket_id, e->slot);
+	else if (e->lease)
+		lease_unsent(e);
 	else
 		admit_away(e);
 }
@@ -869,7 +1027,7 @@ static struct rent *batch_fill(struct limit_redis *r, struct rcall *k, struct re
 		struct group *g;
 		size_t i = 0;
 
-		if (!e->finish && !e->t) {
+		if (!e->finish && !e->lease && !e->t) {
 			q = e->next;
 			ent_put(r, e);
 			continue;
@@ -881,8 +1039,9 @@ static struct rent *batch_fill(struct limit_redis *r, struct rcall *k, struct re
 			*g = (struct group){.acct = e->acct, .fin_tail = &g->fin, .adm_tail = &g->adm};
 			ngroups++;
 		}
-		if (!e->finish && g->nadm &&
-		    (!same_limits(&g->lim, &e->lim) || g->lease_ms != e->lease_ms))
+		if (!e->finish && (g->nadm || g->nlease) &&
+		    (!same_limits(&g->lim, &e->lim) || g->lease_ms != e->lease_ms ||
+		     (e->lease && g->nlease)))
 			break;
 		q = e->next;
 		e->next = NULL;
@@ -890,8 +1049,16 @@ static struct rent *batch_fill(struct limit_redis *r, struct rcall *k, struct re
 			*g->fin_tail = e;
 			g->fin_tail = &e->next;
 			g->nfin++;
+		} else if (e->lease) {
+			if (!g->nadm && !g->nlease) {
+				g->lim = e->lim;
+				g->lease_ms = e->lease_ms;
+			}
+			g->lse = e;
+			g->nlease = 1;
 		} else {
-			if (!g->nadm) {
+			/* admissions go before the lease in the script: they were waiting */
+			if (!g->nadm && !g->nlease) {
 				g->lim = e->lim;
 				g->lease_ms = e->lease_ms;
 			}
@@ -911,7 +1078,12 @@ static struct rent *batch_fill(struct limit_redis *r, struct rcall *k, struct re
 			*tail = g->adm;
 			tail = g->adm_tail;
 		}
+		if (g->lse) {
+			*tail = g->lse;
+			tail = &g->lse->next;
+		}
 		k->nadmit += g->nadm;
+		k->nlease += g->nlease;
 	}
 	*tail = NULL;
 	return q;
@@ -999,6 +1171,7 @@ static void conn_lost(struct limit_redis *r, const redisAsyncContext *ac, const 
 		return;
 	r->ac = NULL;
 	r->reloading = false;
+	leases_conn_lost(r);
 	attempt_failed(r, why);
 }
 
@@ -1037,6 +1210,370 @@ static void on_up(struct limit_redis *r)
 	}
 }
 
+/* --- leases ------------------------------------------------------------------------------ */
+
+static struct lease *lease_find(const struct limit_redis *r, const struct limit_acct *s)
+{
+	if (!r->ltab)
+		return NULL;
+	for (size_t i = s->hash & r->lmask;; i = (i + 1) & r->lmask) {
+		struct lease *ls = r->ltab[i];
+		if (!ls || ls->acct == s)
+			return ls;
+	}
+}
+
+static void ltab_put(struct lease **tab, size_t mask, struct lease *ls)
+{
+	size_t i = ls->acct->hash & mask;
+	while (tab[i])
+		i = (i + 1) & mask;
+	tab[i] = ls;
+}
+
+/* The lease state of account s on r, created on first use (once per account and limiter). */
+static struct lease *lease_get(struct limit_redis *r, struct limit_acct *s)
+{
+	struct lease *ls = lease_find(r, s);
+
+	if (ls)
+		return ls;
+	if (!r->ltab || (r->nlease + 1) * 2 > r->lmask + 1) {
+		size_t cap = r->ltab ? (r->lmask + 1) * 2 : 16;
+		struct lease **tab = xcalloc(cap, sizeof(*tab));
+		for (size_t i = 0; r->ltab && i <= r->lmask; i++)
+			if (r->ltab[i])
+				ltab_put(tab, cap - 1, r->ltab[i]);
+		free(r->ltab);
+		r->ltab = tab;
+		r->lmask = cap - 1;
+	}
+	ls = xcalloc(1, sizeof(*ls));
+	ls->acct = s;
+	ltab_put(r->ltab, r->lmask, ls);
+	r->nlease++;
+	return ls;
+}
+
+/* Limits a lease can help with: Redis would refuse one for fewer requests or slots. */
+static bool lease_worth(const struct conf_limits *lim)
+{
+	return (!lim->requests_per_minute || lim->requests_per_minute >= LEASE_MIN_REQUESTS) &&
+	       (!lim->max_concurrent || lim->max_concurrent >= LEASE_MIN_SLOTS);
+}
+
+static bool lease_busy(const struct lease *ls)
+{
+	return ls->live || ls->op || ls->g_req || ls->g_tok || ls->pool_total ||
+	       ls->pool_hi > ls->pool_total;
+}
+
+static void on_lease_timer(uv_timer_t *h);
+
+/* The timer fires when the first live lease's second has surely ended, else within a second
+ * while an account has something to give back or keep up. */
+static void lease_arm(struct limit_redis *r, uint64_t now)
+{
+	uint64_t due = UINT64_MAX;
+
+	if (r->closing)
+		return;
+	for (const struct lease *ls = r->active; ls; ls = ls->next_active) {
+		uint64_t d = ls->live ? ls->end_ns + LEASE_AFTER_NS : now + LEASE_IDLE_NS;
+		due = d < due ? d : due;
+	}
+	if (due == UINT64_MAX) {
+		uv_timer_stop(&r->lease_timer);
+		return;
+	}
+	uv_timer_start(&r->lease_timer, on_lease_timer, due > now ? (due - now + 999999) / 1000000 : 0,
+		       0);
+}
+
+static void lease_activate(struct limit_redis *r, struct lease *ls)
+{
+	if (ls->active || !lease_busy(ls))
+		return;
+	ls->active = true;
+	ls->next_active = r->active;
+	r->active = ls;
+}
+
+/* Keeps the unused part of a lease of second sec to give back. An older one not yet sent is
+ * dropped: Redis then counts more than was used, which only refuses early, and only until
+ * that second leaves the window. */
+static void giveback_keep(struct lease *ls, uint64_t sec, uint64_t req, uint64_t tok)
+{
+	if (!req && !tok)
+		return;
+	if (ls->g_sec != sec)
+		ls->g_req = ls->g_tok = 0;
+	ls->g_sec = sec;
+	ls->g_req += req;
+	ls->g_tok += tok;
+}
+
+/* A new period: the last one's demand sizes what is asked next; spare pool slots go back. */
+static void lease_roll(struct lease *ls)
+{
+	uint64_t inuse = ls->pool_total - ls->pool_free;
+
+	ls->rate = ls->used;
+	ls->rate_tok = ls->used_tok;
+	ls->rate_est_max = ls->est_max;
+	ls->used = ls->used_tok = ls->est_max = 0;
+	ls->granted = 0;
+	/* the lease entry on the wire names slots by their index: no shrinking under it */
+	if (!ls->op) {
+		/* near the limit no spare slot is held: another node may need it */
+		uint64_t target = ls->pool_near ? inuse :
+				  ls->pool_peak ? ls->pool_peak + ls->pool_peak / 2 + 2 : 0;
+		if (ls->pool_total > target) {
+			uint64_t d = ls->pool_total - target;
+			d = d < ls->pool_free ? d : ls->pool_free;
+			ls->pool_total -= d;
+			ls->pool_free -= d;
+		}
+	}
+	ls->pool_peak = inuse;
+}
+
+static void lease_expire(struct lease *ls)
+{
+	if (ls->live)
+		giveback_keep(ls, ls->sec, ls->req_left, ls->tok_left);
+	ls->live = false;
+	ls->req_left = ls->tok_left = 0;
+	lease_roll(ls);
+}
+
+static uint64_t lease_want(const struct lease *ls)
+{
+	uint64_t w = ls->rate + ls->rate / 2;
+	if (w < ls->granted)
+		w = ls->granted;   /* asked again within a second: twice as much in all */
+	if (w < LEASE_ASK_MIN)
+		w = LEASE_ASK_MIN;
+	return w > LEASE_ASK_MAX ? LEASE_ASK_MAX : w;
+}
+
+static void enqueue(struct limit_redis *r, struct rent *e);
+
+/* Queues ls's lease entry: the giveback, a request for more when ask, and the pool's upkeep
+ * (spare slots removed, more asked for when it runs short, every slot scored again). */
+static void lease_op(struct limit_redis *r, struct lease *ls, bool ask, uint64_t now)
+{
+	const struct conf_limits *lim = &ls->lim;
+	bool pool = lim->max_concurrent > 0;
+	uint64_t grow = 0;
+	struct rent *e;
+
+	if (ls->op || !r->up || r->closing)
+		return;
+	if (now < ls->quiet_until_ns)
+		ask = false;
+	if (pool && ask && ls->pool_free * 4 <= ls->pool_total + 3) {
+		grow = ls->pool_total > 4 ? ls->pool_total : 4;
+		if (ls->pool_total + grow > POOL_MAX)
+			grow = POOL_MAX - ls->pool_total;
+	}
+	if (!ask && !ls->g_req && !ls->g_tok &&
+	    !(pool && (ls->pool_hi > ls->pool_total ||
+		       (ls->pool_total && (!ls->pool_ok ||
+					   ls->pool_until_ns < now + ls->lease_ms * 1000000u -
+								 POOL_RESCORE_NS)))))
+		return;
+	e = ent_get(r);
+	e->lease = true;
+	e->ls = ls;
+	e->acct = ls->acct;
+	e->lim = *lim;
+	e->lease_ms = ls->lease_ms;
+	e->gsec = ls->g_sec;
+	e->greq = ls->g_req;
+	e->gtok = ls->g_tok;
+	ls->g_req = ls->g_tok = 0;
+	if (ask) {
+		uint64_t n = ls->used + ls->rate, tok = ls->used_tok + ls->rate_tok;
+		uint64_t avg = n ? (tok + n - 1) / n : 0;
+		uint64_t emax = ls->est_max > ls->rate_est_max ? ls->est_max : ls->rate_est_max;
+		e->lreq = lease_want(ls);
+		if (lim->tokens_per_minute) {
+			e->ltok = e->lreq * avg + emax;
+			e->lmin = emax ? emax : 1;
+		}
+		/* until the answer, views count the lease as granted in full: Redis may have
+		 * counted it already */
+		ls->nreq += e->lreq;
+		ls->ntok += e->ltok;
+	}
+	e->pkeep = ls->pool_total;
+	e->prm = ls->pool_hi;
+	e->pgrow = grow;
+	if (pool && ls->pool_total + grow > ls->pool_hi)
+		ls->pool_hi = ls->pool_total + grow;   /* may be there once sent: removed if unknown */
+	ls->op = true;
+	enqueue(r, e);
+}
+
+/* The account as Redis counts it now; views of leased admissions show this. */
+static void lease_seen(struct lease *ls, uint64_t now, uint64_t nreq, uint64_t ntok,
+		       uint64_t rreset_ms, uint64_t treset_ms)
+{
+	ls->nreq = nreq;
+	ls->ntok = ntok;
+	ls->rreset_ns = now + rreset_ms * 1000000u;
+	ls->treset_ns = now + treset_ms * 1000000u;
+}
+
+static void lease_answered(struct limit_redis *r, const struct rcall *k, struct rent *e,
+			   uint64_t sec, uint64_t usec, const redisReply *const *n)
+{
+	struct lease *ls = e->ls;
+	uint64_t now = uv_hrtime(), gr = (uint64_t)n[0]->integer, gt = (uint64_t)n[1]->integer;
+	uint64_t gp = (uint64_t)n[2]->integer, rest_ns = (1000000u - (usec % 1000000u)) * 1000u;
+
+	ls->op = false;
+	lease_seen(ls, now, (uint64_t)n[3]->integer, (uint64_t)n[4]->integer,
+		   (uint64_t)n[6]->integer, (uint64_t)n[7]->integer);
+	if (e->lim.max_concurrent) {
+		/* slots pkeep.. were removed, gp added there, all of them scored lease_ms ahead */
+		ls->pool_total = e->pkeep + gp;
+		ls->pool_free += gp;
+		ls->pool_hi = ls->pool_total;
+		ls->pool_until_ns = k->sent_ns + e->lease_ms * 1000000u;
+		ls->pool_ok = true;
+		ls->pool_near = (uint64_t)n[5]->integer + LEASE_MIN_SLOTS > e->lim.max_concurrent;
+	}
+	if (gr) {
+		/* Redis read its clock after k was sent and before now: second sec ends after
+		 * sent_ns + rest and before now + rest */
+		uint64_t until = k->sent_ns + rest_ns - LEASE_END_NS, end = now + rest_ns;
+		if (ls->live && ls->sec == sec && now < ls->until_ns) {
+			ls->req_left += gr;
+			ls->tok_left += gt;
+			ls->until_ns = until > ls->until_ns ? until : ls->until_ns;
+			ls->end_ns = end < ls->end_ns ? end : ls->end_ns;
+		} else {
+			if (ls->live)
+				giveback_keep(ls, ls->sec, ls->req_left, ls->tok_left);
+			ls->live = true;
+			ls->sec = sec;
+			ls->req_left = gr;
+			ls->tok_left = gt;
+			ls->until_ns = until;
+			ls->end_ns = end;
+		}
+		ls->granted += gr;
+		if (ls->until_ns <= now)
+			lease_expire(ls);
+	} else if (e->lreq) {
+		ls->quiet_until_ns = now + LEASE_QUIET_NS;
+	}
+	lease_activate(r, ls);
+	lease_arm(r, now);
+}
+
+/* A lease entry that got no answer: Redis may have granted it (it then counts more than is
+ * used, until that second leaves the window) and may have added slots (up to pool_hi, removed
+ * by the next entry). The pool waits for an answer again. */
+static void lease_unanswered(struct rent *e)
+{
+	e->ls->op = false;
+	e->ls->pool_ok = false;
+}
+
+/* A lease entry that never left: nothing of it ran. */
+static void lease_unsent(struct rent *e)
+{
+	struct lease *ls = e->ls;
+	ls->op = false;
+	if (!ls->g_req && !ls->g_tok)
+		giveback_keep(ls, e->gsec, e->greq, e->gtok);
+}
+
+/* Once a lease's second has surely ended: the next one is asked for if the account was busy
+ * (so a steady stream finds it there), the unused part given back, the pool kept up. */
+static void on_lease_timer(uv_timer_t *h)
+{
+	struct limit_redis *r = container_of(h, struct limit_redis, lease_timer);
+	uint64_t now = uv_hrtime();
+
+	for (struct lease **pp = &r->active; *pp;) {
+		struct lease *ls = *pp;
+		if (!ls->live || now >= ls->end_ns + LEASE_AFTER_NS) {
+			bool busy = ls->used > 0;
+			lease_expire(ls);
+			lease_op(r, ls, busy, now);
+		}
+		if (!lease_busy(ls)) {
+			*pp = ls->next_active;
+			ls->active = false;
+			continue;
+		}
+		pp = &ls->next_active;
+	}
+	lease_arm(r, now);
+}
+
+/* An admission drawn from ls, without Redis. The view shows the account as Redis last counted
+ * it, which includes what every node holds: never more than is left. */
+static bool lease_take(struct limit_redis *r, struct lease *ls, uint64_t est, uint64_t total_ns,
+		       struct limit_ticket *t, struct limit_view *view, uint64_t now)
+{
+	const struct conf_limits *lim = &ls->lim;
+
+	if (!ls->live || now >= ls->until_ns || !ls->req_left ||
+	    (lim->tokens_per_minute && est > ls->tok_left))
+		return false;
+	if (lim->max_concurrent &&
+	    (!ls->pool_ok || !ls->pool_free || now + total_ns > ls->pool_until_ns))
+		return false;
+	ls->req_left--;
+	if (lim->tokens_per_minute)
+		ls->tok_left -= est;
+	if (lim->max_concurrent) {
+		ls->pool_free--;
+		if (ls->pool_total - ls->pool_free > ls->pool_peak)
+			ls->pool_peak = ls->pool_total - ls->pool_free;
+	}
+	t->pending = false;
+	t->second = ls->sec;
+	t->reserved_tokens = est;
+	t->admitted = true;
+	t->local = false;
+	t->pool = lim->max_concurrent ? r->serial : 0;
+	*view = (struct limit_view){
+		.requests_limit = lim->requests_per_minute,
+		.tokens_limit = lim->tokens_per_minute,
+		.requests_remaining = lim->requests_per_minute > ls->nreq ?
+					      lim->requests_per_minute - ls->nreq : 0,
+		.tokens_remaining = lim->tokens_per_minute > ls->ntok ?
+					    lim->tokens_per_minute - ls->ntok : 0,
+		.requests_reset_ms = ls->rreset_ns > now ? (ls->rreset_ns - now) / 1000000u : 0,
+		.tokens_reset_ms = ls->treset_ns > now ? (ls->treset_ns - now) / 1000000u : 0,
+	};
+	return true;
+}
+
+/* A new connection: pool slots are used again once an answer on it scored them (a restarted
+ * Redis lost them). */
+static void leases_conn_lost(struct limit_redis *r)
+{
+	for (size_t i = 0; r->ltab && i <= r->lmask; i++)
+		if (r->ltab[i])
+			r->ltab[i]->pool_ok = false;
+}
+
+static void leases_free(struct limit_redis *r)
+{
+	for (size_t i = 0; r->ltab && i <= r->lmask; i++)
+		free(r->ltab[i]);
+	free(r->ltab);
+	r->ltab = NULL;
+	r->active = NULL;
+}
+
 /* --- replies ----------------------------------------------------------------------------- */
 
 static bool answer_valid(const redisReply *const *n)
@@ -1071,25 +1608,56 @@ static enum limit_verdict answer_view(const redisReply *const *n, const struct c
 static bool batch_answered(struct limit_redis *r, struct rcall *k, const redisReply *rep)
 {
 	const redisReply *const *n;
-	uint64_t sec;
+	uint64_t sec, usec, now;
 
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 1 + k->nadmit * ANSWER_INTS ||
-	    rep->element[0]->type != REDIS_REPLY_INTEGER || rep->element[0]->integer < 0)
+	if (rep->type != REDIS_REPLY_ARRAY ||
+	    rep->elements != 2 + k->nadmit * ANSWER_INTS + k->nlease * LEASE_INTS)
 		return false;
-	sec = (uint64_t)rep->element[0]->integer;
-	n = (const redisReply *const *)rep->element + 1;
-	for (size_t i = 0; i < k->nadmit; i++)
-		if (!answer_valid(n + i * ANSWER_INTS))
+	for (size_t i = 0; i < rep->elements; i++)
+		if (rep->element[i]->type != REDIS_REPLY_INTEGER || rep->element[i]->integer < 0)
 			return false;
+	sec = (uint64_t)rep->element[0]->integer;
+	usec = (uint64_t)rep->element[1]->integer;
+	n = (const redisReply *const *)rep->element + 2;
+	for (struct rent *e = k->ents; e; e = e->next) {
+		if (e->finish)
+			continue;
+		if (!e->lease && !answer_valid(n))
+			return false;
+		e->at = (size_t)(n - (const redisReply *const *)rep->element);
+		n += e->lease ? LEASE_INTS : ANSWER_INTS;
+	}
+	n = (const redisReply *const *)rep->element + 2;
+	now = uv_hrtime();
 	for (struct rent *e = k->ents; e; e = e->next) {
 		struct limit_view view = {0};
 		struct limit_ticket *t = e->t;
 		enum limit_verdict v;
+		struct lease *ls;
 
 		if (e->finish)
 			continue;
+		if (e->lease) {
+			lease_answered(r, k, e, sec, usec, n);
+			n += LEASE_INTS;
+			continue;
+		}
+		ls = lease_find(r, e->acct);
+		if (ls)
+			lease_seen(ls, now, (uint64_t)n[1]->integer, (uint64_t)n[2]->integer,
+				   (uint64_t)n[3]->integer, (uint64_t)n[4]->integer);
 		v = answer_view(n, &e->lim, &view);
 		n += ANSWER_INTS;
+		/* a lease taken in the same call, after it: the view leaves out what it holds */
+		for (const struct rent *f = e->next; f && f->acct == e->acct; f = f->next) {
+			if (!f->lease)
+				continue;
+			uint64_t nr = (uint64_t)rep->element[f->at + 3]->integer;
+			uint64_t nt = (uint64_t)rep->element[f->at + 4]->integer;
+			uint64_t rl = e->lim.requests_per_minute, tl = e->lim.tokens_per_minute;
+			view.requests_remaining = rl > nr ? rl - nr : 0;
+			view.tokens_remaining = tl > nt ? tl - nt : 0;
+		}
 		if (!t) {
 			/* cancelled while in flight: give the admission back */
 			if (v == LIMIT_OK)
@@ -1123,7 +1691,9 @@ static void unanswered(struct limit_redis *r, struct rcall *k)
 	if (k->kind != CALL_BATCH)
 		return;
 	for (struct rent *e = k->ents; e; e = e->next) {
-		if (!e->finish) {
+		if (e->lease) {
+			lease_unanswered(e);
+		} else if (!e->finish) {
 			admit_away(e);
 			if (e->lim.max_concurrent)
 				giveback_add(r, e->acct, 0, 0, 0, e->ticket_id, true);
@@ -1155,7 +1725,7 @@ static void batch_prune(struct limit_redis *r, struct rcall *k)
 
 	while (*pp) {
 		struct rent *e = *pp;
-		if (!e->finish && !e->t) {
+		if (!e->finish && !e->lease && !e->t) {
 			*pp = e->next;
 			k->nadmit--;
 			ent_put(r, e);
@@ -1402,7 +1972,11 @@ struct limit_redis *limit__redis_new(uv_loop_t *loop, const char *url)
 	uv_timer_init(loop, &r->hold_timer);
 	uv_prepare_init(loop, &r->prepare);
 	uv_check_init(loop, &r->check);
-	r->open = 5;
+	uv_timer_init(loop, &r->lease_timer);
+	r->open = 6;
+	r->serial = limit__ticket_id();
+	snprintf(r->pool_pfx, sizeof(r->pool_pfx), "%s:p%llu:", r->node,
+		 (unsigned long long)r->serial);
 	if (url_parse(r, url) < 0) {
 		snprintf(r->display, sizeof(r->display), "(unparsable URL)");
 		r->no_retry = true;
@@ -1434,6 +2008,11 @@ bool limit__redis_idle(const struct limit_redis *r)
 	return !r || (!r->head && !r->held && !r->queue);
 }
 
+bool limit__redis_leases_idle(const struct limit_redis *r)
+{
+	return !r || !r->active;
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
 	release(h->data);
@@ -1455,6 +2034,7 @@ static void release(struct limit_redis *r)
 		free(e);
 	}
 	free(r->giveback);
+	leases_free(r);
 	free(r->url);
 	free(r->host);
 	free(r->path);
@@ -1465,7 +2045,7 @@ static void release(struct limit_redis *r)
 
 void limit__redis_free(struct limit_redis *r)
 {
-	uv_handle_t *handles[5];
+	uv_handle_t *handles[6];
 
 	if (!r)
 		return;
@@ -1489,6 +2069,7 @@ void limit__redis_free(struct limit_redis *r)
 	handles[2] = (uv_handle_t *)&r->hold_timer;
 	handles[3] = (uv_handle_t *)&r->prepare;
 	handles[4] = (uv_handle_t *)&r->check;
+	handles[5] = (uv_handle_t *)&r->lease_timer;
 	for (size_t i = 0; i < ARRAY_SIZE(handles); i++) {
 		handles[i]->data = r;
 		uv_close(handles[i], on_handle_closed);
@@ -1501,8 +2082,41 @@ void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struc
 	struct rent *e;
 	uint64_t total = c->routing.total_timeout_ms ? c->routing.total_timeout_ms :
 						       DEFAULT_TOTAL_MS;
+	const struct conf_limits *lim = &t->account->limits;
 	bool deny = c->ratelimit_deny_on_redis_error;
+	struct lease *ls = NULL;
+	uint64_t now = 0;
 
+	if (c->ratelimit_lease && !r->closing && lease_worth(lim)) {
+		struct limit_view view;
+
+		now = uv_hrtime();
+		ls = lease_get(r, s);
+		if (!same_limits(&ls->lim, lim) || ls->lease_ms != total + SLOT_MARGIN_MS) {
+			/* a reload: what was taken under other limits is given back */
+			lease_expire(ls);
+			ls->lim = *lim;
+			ls->lease_ms = total + SLOT_MARGIN_MS;
+			ls->quiet_until_ns = 0;
+		}
+		if (ls->live && now >= ls->end_ns + LEASE_AFTER_NS)
+			lease_expire(ls);
+		ls->used++;
+		ls->used_tok += est;
+		ls->est_max = est > ls->est_max ? est : ls->est_max;
+		/* valid even while Redis is away: it was counted there */
+		if (lease_take(r, ls, est, total * 1000000u, t, &view, now)) {
+			uint64_t want = lease_want(ls);
+			if (ls->req_left * 4 < want ||
+			    (lim->tokens_per_minute && ls->tok_left * 4 < want * (est + 1)) ||
+			    (lim->max_concurrent && ls->pool_free * 4 <= ls->pool_total + 3))
+				lease_op(r, ls, true, now);   /* refill before it runs out */
+			lease_activate(r, ls);
+			lease_arm(r, now);
+			t->done(t, LIMIT_OK, &view, t->ud);
+			return;
+		}
+	}
 	if (!r->up && (r->away || r->closing)) {
 		limit__fallback(t, est, deny);
 		return;
@@ -1513,7 +2127,7 @@ void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struc
 	e->lim = t->account->limits;
 	e->est = est;
 	e->ticket_id = t->id;
-	e->lease_ms = total + LEASE_MARGIN_MS;
+	e->lease_ms = total + SLOT_MARGIN_MS;
 	e->deny = deny;
 	if (!r->up) {
 		/* the first handshake is under way: wait for it, up to a call's deadline */
@@ -1527,6 +2141,14 @@ void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struc
 		return;
 	}
 	enqueue(r, e);
+	/* Rides with this admission, decided after it. Not while the last lease's second may
+	 * still run: the timer asks once it surely ended, else Redis could grant that second
+	 * again, usable for nothing. */
+	if (ls && !(ls->live && now >= ls->until_ns)) {
+		lease_op(r, ls, true, now);
+		lease_activate(r, ls);
+		lease_arm(r, now);
+	}
 }
 
 /* Marks t's admission cancelled wherever it is: held, queued or sent. */
@@ -1556,6 +2178,14 @@ void limit__redis_finish(struct limit_redis *r, struct limit_acct *s, const stru
 	const struct conf_limits *lim = &t->account->limits;
 	bool slot = lim->max_concurrent > 0;
 
+	if (t->pool) {
+		/* a pool slot goes back to the pool; one of a freed limiter's pool stays in Redis
+		 * until its score */
+		struct lease *ls = t->pool == r->serial ? lease_find(r, s) : NULL;
+		if (ls && ls->pool_free < ls->pool_total)
+			ls->pool_free++;
+		slot = false;
+	}
 	/* No slot to free and nothing to correct (no token budget, or exactly the reservation
 	 * used): the admission counted all there is, and Redis is spared the work. */
 	if (!slot && (!lim->tokens_per_minute || used == t->reserved_tokens))

@@ -4,10 +4,12 @@
 // bounded, each node capped by its own limits meanwhile, shared limiting back afterwards.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMock, startRedis, waitFor, sleep, SLOW } from './lib/harness.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startMock, startRedis, waitFor, sleep, SLOW, run, tmpDir, gatewayYaml } from './lib/harness.mjs';
 import {
 	newKey, startAccountStack, call, chat, bearer, hammer, tally, streamCall,
-	assertOpenaiLimitHeaders, assertOpenai429, userRequests,
+	assertOpenaiLimitHeaders, assertOpenai429, userRequests, accountsYaml,
 } from './lib/accounts.mjs';
 
 const ACCTS = {
@@ -257,5 +259,91 @@ describe('rate limits shared through Redis by two nodes', () => {
 		assert.equal((await post(denyNode, 'deny')).status, 200);
 		const keys = (await redis.cli(['--scan'])).split('\n').filter(Boolean);
 		for (const k of keys) assert.ok(Number(await redis.cli(['PTTL', k])) > 0, `${k} has a TTL`);
+	});
+});
+
+// Leases (docs/internals/limits.md): far from its limits a node draws admissions from budget it
+// took from Redis ahead of need, so requests make far fewer script calls than there are
+// requests; the unused part goes back, so Redis ends up counting exactly what was admitted.
+describe('leases: admissions far from the limits without a Redis call each', () => {
+	const LIMITS = { requests_per_minute: 1000000, tokens_per_minute: 100000000, max_concurrent: 1000 };
+	const key = newKey();
+	let redis;
+	let leased; // ratelimit.lease on (the default)
+	let plain; // ratelimit.lease: false
+
+	before(async () => {
+		redis = await startRedis();
+		const common = { accounts: { far: { keys: [key], limits: LIMITS } }, redis: redis.url, server: { workers: 1 } };
+		leased = await startAccountStack({ ...common, ratelimit: { backend: 'redis' } });
+		plain = await startAccountStack({ ...common, ratelimit: { backend: 'redis', lease: false } });
+	});
+	after(async () => {
+		for (const h of [leased, plain]) await h?.stop();
+		await redis?.cleanup();
+	});
+
+	const scriptCalls = async () => {
+		const info = await redis.cli(['INFO', 'commandstats']);
+		let n = 0;
+		for (const m of info.matchAll(/cmdstat_(evalsha|eval):calls=(\d+)/g)) n += Number(m[2]);
+		return n;
+	};
+	const hashCounts = async () => {
+		const flat = (await redis.cli(['HGETALL', 'meridian:rl:{far}:w'])).split('\n');
+		let requests = 0, tokens = 0, r = 0, t = 0;
+		for (let i = 0; i + 1 < flat.length; i += 2) {
+			const [f, v] = [flat[i], Number(flat[i + 1])];
+			if (/^\d+$/.test(f)) requests += v;
+			else if (/^\d+:t$/.test(f)) tokens += v;
+			else if (f === 'r') r = v;
+			else if (f === 't') t = v;
+		}
+		return { requests, tokens, r, t };
+	};
+
+	test('400 requests far from the limits: a few script calls, then exactly 400 counted, no slot left, every key with a TTL', async () => {
+		const calls0 = await scriptCalls();
+		const res = await hammer({ loops: 4, total: 400, send: (i, agent) => call({ port: leased.port, headers: bearer(key), body: chat(), agent }) });
+		const calls = await scriptCalls() - calls0;
+		assert.deepEqual(tally(res), { 200: 400 });
+		assert.ok(calls > 0 && calls <= 400 / 5, `${calls} script calls for 400 requests`);
+		let used = 0;
+		const counted = await hashCounts();
+		for (const r of res) {
+			const h = assertOpenaiLimitHeaders(r, { requests: LIMITS.requests_per_minute, tokens: LIMITS.tokens_per_minute });
+			// never more than Redis has left, what the node holds included
+			assert.ok(h.requests.remaining <= LIMITS.requests_per_minute - 1, JSON.stringify(h.requests));
+			assert.ok(h.requests.remaining >= LIMITS.requests_per_minute - counted.requests, `${h.requests.remaining} after ${counted.requests} counted`);
+			used += r.json.usage.prompt_tokens + r.json.usage.completion_tokens;
+		}
+		// counted ahead of use, then the unused part and the spare slots given back
+		assert.ok(counted.requests >= 400, JSON.stringify(counted));
+		await waitFor(async () => {
+			const c = await hashCounts();
+			const slots = Number(await redis.cli(['ZCARD', 'meridian:rl:{far}:c']));
+			return c.requests === 400 && c.r === 400 && c.tokens === used && c.t === used && slots === 0;
+		}, { timeoutMs: 8000 * SLOW, intervalMs: 100, what: `Redis counting exactly 400 requests and ${used} tokens, no slot held` });
+		for (const k of (await redis.cli(['--scan'])).split('\n').filter(Boolean)) {
+			const ttl = Number(await redis.cli(['PTTL', k]));
+			assert.ok(ttl > 0 && ttl <= 3600 * 1000, `${k}: PTTL ${ttl}`);
+		}
+	});
+
+	test('ratelimit.lease: false: a script call for every admission', async () => {
+		const calls0 = await scriptCalls();
+		for (let i = 0; i < 50; i++) assert.equal((await call({ port: plain.port, headers: bearer(key), body: chat() })).status, 200);
+		const calls = await scriptCalls() - calls0;
+		assert.ok(calls >= 50 && calls <= 100, `${calls} script calls for 50 requests one at a time`);
+	});
+
+	test('ratelimit.lease takes true or false only', async () => {
+		const dir = tmpDir();
+		const file = path.join(dir, 'meridian.yaml');
+		fs.writeFileSync(file, gatewayYaml({ port: 1, mockPort: 2, extra: accountsYaml({ ratelimit: { backend: 'redis', lease: 'sometimes' }, redis: redis.url }) }));
+		const r = await run(['check', '-c', file], { env: { XAI_API_KEY: 'x' } });
+		assert.notEqual(r.code, 0, r.stdout + r.stderr);
+		assert.match(r.stderr + r.stdout, /lease.*true or false|true or false.*lease/s);
+		fs.rmSync(dir, { recursive: true, force: true });
 	});
 });

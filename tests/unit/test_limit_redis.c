@@ -210,6 +210,7 @@ static struct conf redis_conf(bool deny)
 	c.ratelimit_deny_on_redis_error = deny;
 	c.redis_url = R.url;
 	c.routing.total_timeout_ms = 600000;
+	c.ratelimit_lease = true;
 	return c;
 }
 
@@ -1058,6 +1059,388 @@ static void test_wrong_password_and_no_server(void **state)
 	node_stop(&n);
 }
 
+/* --- leases ------------------------------------------------------------------------------ */
+
+static bool leases_idle(void *l)
+{
+	struct limiter *lim = l;
+	return limit__redis_idle(lim->redis) && limit__redis_leases_idle(lim->redis);
+}
+
+/* Redis's clock in microseconds. */
+static long long redis_now_us(redisContext *c)
+{
+	redisReply *rep = redisCommand(c, "TIME");
+	long long us;
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+	us = strtoll(rep->element[0]->str, NULL, 10) * 1000000 +
+	     strtoll(rep->element[1]->str, NULL, 10);
+	freeReplyObject(rep);
+	return us;
+}
+
+/* Far from its limits an account's admissions are drawn from a lease without a script call;
+ * the lease is counted in Redis like admissions and its unused part is given back once its
+ * second has ended, so the hash ends up counting exactly what was admitted. */
+static void test_lease_counted_and_given_back(void **state)
+{
+	enum { N = 200 };
+	struct conf_account a = account("lease", 100000, 10000000, 0);
+	struct limit_ticket t[N];
+	struct answer as[N];
+	struct node n;
+	long long calls;
+	int leased = 0;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	memset(as, 0, sizeof(as));
+	node_start(&n, false);
+	calls = script_calls();
+	for (int i = 0; i < N; i++) {
+		/* what the view shows never exceeds what Redis had left before (leases included) */
+		struct window w = window_of("lease");
+		limit_admit(n.l, &n.conf, &a, 100, &t[i], on_done, &as[i]);
+		if (as[i].calls)
+			leased++;   /* answered before limit_admit returned: no Redis call */
+		if (!run_until(&n.loop, answered, &as[i], 5000))
+			fail_msg("admission %d not answered", i);
+		assert_int_equal(as[i].v, LIMIT_OK);
+		assert_false(t[i].local);
+		if (as[i].view.requests_remaining > 100000 - (uint64_t)w.requests)
+			fail_msg("admission %d shows %llu requests remaining, Redis had %lld left", i,
+				 (unsigned long long)as[i].view.requests_remaining, 100000 - w.requests);
+		assert_true(as[i].view.tokens_remaining <= 10000000 - (uint64_t)w.tokens);
+		assert_true(as[i].view.requests_remaining > 0);
+	}
+	/* a round trip or two a second, not one per admission */
+	assert_true(leased >= N * 3 / 4);
+	assert_true(script_calls() - calls <= N / 8);
+	/* counted ahead: Redis holds at least what was admitted */
+	struct window w = window_of("lease");
+	assert_true(w.requests >= N);
+	assert_true(w.tokens >= N * 100);
+	for (int i = 0; i < N; i++)
+		limit_finish(n.l, &n.conf, &t[i], 100);
+	/* once the lease's second has ended its unused part comes back */
+	assert_true(run_until(&n.loop, leases_idle, n.l, 5000));
+	w = window_of("lease");
+	assert_int_equal(w.requests, N);
+	assert_int_equal(w.sum_requests, N);
+	assert_int_equal(w.tokens, N * 100);
+	assert_int_equal(w.sum_tokens, N * 100);
+	check_ttls();
+	node_stop(&n);
+}
+
+/* A lease is used only within the second of Redis's clock it was counted in: an admission
+ * that follows a TIME read carries that second or a later one, across several seconds. */
+static void test_lease_never_outlives_its_second(void **state)
+{
+	struct conf_account a = account("second", 1000000, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+	struct node n;
+	redisContext *c;
+	long long end, leased = 0, secs = 0, last = 0;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	c = blocking();
+	assert_non_null(c);
+	node_start(&n, false);
+	end = redis_now_us(c) + 2600000;
+	for (;;) {
+		long long before = redis_now_us(c), after;
+		if (before > end)
+			break;
+		memset(&ans, 0, sizeof(ans));
+		limit_admit(n.l, &n.conf, &a, 0, &t, on_done, &ans);
+		leased += ans.calls;
+		if (!run_until(&n.loop, answered, &ans, 5000))
+			fail_msg("no answer");
+		after = redis_now_us(c);
+		assert_int_equal(ans.v, LIMIT_OK);
+		if ((long long)t.second < before / 1000000 || (long long)t.second > after / 1000000)
+			fail_msg("admitted in second %llu between Redis times %lld and %lld us",
+				 (unsigned long long)t.second, before, after);
+		if ((long long)t.second != last) {
+			secs++;
+			last = (long long)t.second;
+		}
+		limit_finish(n.l, &n.conf, &t, 0);
+		uv_run(&n.loop, UV_RUN_NOWAIT);
+	}
+	assert_true(secs >= 3);
+	assert_true(leased > 100);
+	redisFree(c);
+	assert_true(run_until(&n.loop, leases_idle, n.l, 5000));
+	node_stop(&n);
+}
+
+/* Two limiters (two nodes) race for one account until it is spent: leases while it is far,
+ * a Redis call per admission near the limit. Never more than the limit; once the leases'
+ * unused parts are back, exactly the limit. */
+struct race {
+	uv_barrier_t *start;
+	const struct conf_account *a;
+	uint64_t est;
+	bool hold;                    /* keep what is admitted (concurrency), else finish it */
+	struct node n;
+	int admitted, leased, refused;
+	uint64_t tokens;
+	struct limit_ticket *kept;
+	int nkept;
+};
+
+enum { RACE_MAX = 6000, RACE_INFLIGHT = 8 };
+
+struct race_slot {
+	struct limit_ticket t;
+	struct answer ans;
+	bool busy;
+};
+
+static void race_thread(void *arg)
+{
+	struct race *rc = arg;
+	struct race_slot sl[RACE_INFLIGHT];
+	int streak = 0, sent = 0;
+
+	memset(sl, 0, sizeof(sl));
+	uv_barrier_wait(rc->start);
+	/* until the account refuses 30 times running: its budget is spent for this node */
+	while (streak < 30 && sent < RACE_MAX) {
+		for (int i = 0; i < RACE_INFLIGHT; i++) {
+			struct race_slot *s = &sl[i];
+			if (s->busy && s->ans.calls) {
+				s->busy = false;
+				if (s->ans.v == LIMIT_OK) {
+					streak = 0;
+					rc->admitted++;
+					rc->tokens += rc->est;
+					if (rc->hold)
+						rc->kept[rc->nkept++] = s->t;
+					else
+						limit_finish(rc->n.l, &rc->n.conf, &s->t, rc->est);
+				} else {
+					streak++;
+					rc->refused++;
+				}
+			}
+			if (!s->busy) {
+				memset(&s->ans, 0, sizeof(s->ans));
+				s->busy = true;
+				sent++;
+				limit_admit(rc->n.l, &rc->n.conf, rc->a, rc->est, &s->t, on_done, &s->ans);
+				rc->leased += s->ans.calls;
+			}
+		}
+		uv_run(&rc->n.loop, UV_RUN_NOWAIT);
+	}
+	for (int i = 0; i < RACE_INFLIGHT; i++) {
+		if (!sl[i].busy)
+			continue;
+		if (!run_until(&rc->n.loop, answered, &sl[i].ans, 5000))
+			abort();
+		if (sl[i].ans.v == LIMIT_OK) {
+			rc->admitted++;
+			rc->tokens += rc->est;
+			if (rc->hold)
+				rc->kept[rc->nkept++] = sl[i].t;
+			else
+				limit_finish(rc->n.l, &rc->n.conf, &sl[i].t, rc->est);
+		}
+	}
+}
+
+/* One round: returns what was admitted in all (requests, tokens or slots held). */
+static void race_round(const struct conf_account *a, uint64_t est, bool hold, uint64_t limit)
+{
+	struct race rc[2];
+	uv_thread_t th[2];
+	uv_barrier_t start;
+	uint64_t total = 0, after = 0;
+	int leased = 0;
+
+	uv_barrier_init(&start, 2);
+	for (int i = 0; i < 2; i++) {
+		rc[i] = (struct race){.start = &start, .a = a, .est = est, .hold = hold};
+		rc[i].kept = xcalloc(RACE_MAX + RACE_INFLIGHT, sizeof(*rc[i].kept));
+		node_start(&rc[i].n, false);
+	}
+	/* the loops move to the threads; node_start ran them here, nothing is pending */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(uv_thread_create(&th[i], race_thread, &rc[i]), 0);
+	for (int i = 0; i < 2; i++)
+		uv_thread_join(&th[i]);
+	uv_barrier_destroy(&start);
+	for (int i = 0; i < 2; i++) {
+		total += est ? rc[i].tokens : (uint64_t)rc[i].admitted;
+		leased += rc[i].leased;
+	}
+	if (total > limit)
+		fail_msg("%s: %llu admitted against a limit of %llu", a->id,
+			 (unsigned long long)total, (unsigned long long)limit);
+	/* leases were at work far from the limit */
+	if (leased < 100)
+		fail_msg("%s: only %d admissions from leases", a->id, leased);
+	/* the leases' unused parts and spare slots come back; then node 0 takes what is left,
+	 * one Redis call at a time near the limit: exactly the limit in all */
+	if (hold) {
+		/* slots in use stay; the spare ones go back within a period or two */
+		uint64_t until = uv_hrtime() + 2500000000u;
+		while (uv_hrtime() < until) {
+			for (int i = 0; i < 2; i++)
+				uv_run(&rc[i].n.loop, UV_RUN_NOWAIT);
+			uv_sleep(1);
+		}
+	}
+	for (int i = 0; i < 2 && !hold; i++)
+		if (!run_until(&rc[i].n.loop, leases_idle, rc[i].n.l, 8000))
+			fail_msg("%s: node %d still holds a lease", a->id, i);
+	for (int k = 0; k < 2 * (int)limit; k++) {
+		struct limit_ticket t;
+		struct answer ans;
+		admit_wait(&rc[0].n, &rc[0].n.conf, a, est, &t, &ans);
+		if (ans.v != LIMIT_OK)
+			break;
+		after += est ? est : 1;
+		if (hold)
+			rc[0].kept[rc[0].nkept++] = t;
+		else
+			limit_finish(rc[0].n.l, &rc[0].n.conf, &t, est);
+	}
+	if (est ? total + after + est <= limit || total + after > limit : total + after != limit)
+		fail_msg("%s: %llu in the race and %llu after it against a limit of %llu", a->id,
+			 (unsigned long long)total, (unsigned long long)after,
+			 (unsigned long long)limit);
+	if (!est && !hold) {
+		struct window w = window_of(a->id);
+		assert_int_equal(w.requests, (long long)limit);
+		assert_int_equal(w.sum_requests, (long long)limit);
+	}
+	if (hold) {
+		redisContext *c = blocking();
+		char key[96];
+		snprintf(key, sizeof(key), "meridian:rl:{%s}:c", a->id);
+		assert_int_equal(redis_int(c, "ZCARD %s", key), (long long)limit);
+		redisFree(c);
+	}
+	for (int i = 0; i < 2; i++) {
+		for (int j = 0; j < rc[i].nkept; j++)
+			limit_finish(rc[i].n.l, &rc[i].n.conf, &rc[i].kept[j], est);
+		run_until(&rc[i].n.loop, leases_idle, rc[i].n.l, 5000);
+		node_stop(&rc[i].n);
+		free(rc[i].kept);
+	}
+	check_ttls();
+}
+
+static void test_two_limiters_near_the_limit_stay_exact(void **state)
+{
+	char id[32];
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	limit__redis_deadline_ms = 2000;   /* exactness here, not deadlines */
+	for (int round = 0; round < 4; round++) {
+		snprintf(id, sizeof(id), "race-req-%d", round);
+		struct conf_account a = account(id, 3000, 0, 0);
+		race_round(&a, 0, false, 3000);
+	}
+	struct conf_account b = account("race-tok", 0, 400000, 0);
+	race_round(&b, 100, false, 400000);
+	struct conf_account c = account("race-slot", 0, 0, 1000);
+	race_round(&c, 0, true, 1000);
+	limit__redis_deadline_ms = 50;
+}
+
+/* Redis frozen while a node holds a lease: admissions from it go on without waiting, within
+ * its second; then the node falls back as usual, and Redis never counts less than it
+ * admitted. */
+static void test_redis_away_mid_lease(void **state)
+{
+	struct conf_account a = account("midlease", 100000, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+	struct node n;
+	long long redis_admitted = 0, from_lease = 0;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	for (int i = 0; i < 5; i++) {
+		admit_wait(&n, &n.conf, &a, 0, &t, &ans);
+		redis_admitted += !t.local;
+		limit_finish(n.l, &n.conf, &t, 0);
+	}
+	kill(R.pid, SIGSTOP);
+	wait_stopped(R.pid);
+	/* while its second lasts, the lease answers at once */
+	for (int i = 0; i < 200; i++) {
+		memset(&ans, 0, sizeof(ans));
+		limit_admit(n.l, &n.conf, &a, 0, &t, on_done, &ans);
+		if (!ans.calls)
+			break;
+		assert_int_equal(ans.v, LIMIT_OK);
+		assert_false(t.local);
+		from_lease++;
+		redis_admitted++;
+		limit_finish(n.l, &n.conf, &t, 0);
+	}
+	if (!ans.calls) {
+		if (!run_until(&n.loop, answered, &ans, 1000))
+			fail_msg("no answer while Redis is frozen");
+		redis_admitted += !t.local && ans.v == LIMIT_OK;
+		limit_finish(n.l, &n.conf, &t, 0);
+	}
+	assert_true(from_lease > 0);
+	/* past the lease: the deadline, then local limits, each answer bounded */
+	uv_sleep(1100);
+	for (int i = 0; i < 5; i++) {
+		uint64_t ms = admit_wait(&n, &n.conf, &a, 0, &t, &ans);
+		assert_true(ms <= 50 + 150);
+		assert_int_equal(ans.v, LIMIT_OK);
+		assert_true(t.local);
+		limit_finish(n.l, &n.conf, &t, 0);
+	}
+	kill(R.pid, SIGCONT);
+	check_back(&n, "midlease-back");
+	assert_true(run_until(&n.loop, leases_idle, n.l, 5000));
+	struct window w = window_of("midlease");
+	if (w.requests < redis_admitted)
+		fail_msg("Redis counts %lld, %lld were admitted through it", w.requests,
+			 redis_admitted);
+	check_ttls();
+	node_stop(&n);
+}
+
+/* ratelimit.lease false: every admission is a Redis call, as without leases. */
+static void test_lease_off(void **state)
+{
+	struct conf_account a = account("nolease", 100000, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+	struct node n;
+	long long calls;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	n.conf.ratelimit_lease = false;
+	calls = script_calls();
+	for (int i = 0; i < 20; i++) {
+		admit_wait(&n, &n.conf, &a, 0, &t, &ans);
+		assert_false(t.local);
+		limit_finish(n.l, &n.conf, &t, 0);
+	}
+	assert_int_equal(script_calls() - calls, 20);
+	assert_true(limit__redis_leases_idle(n.l->redis));
+	node_stop(&n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1075,6 +1458,11 @@ int main(void)
 		cmocka_unit_test(test_wrong_password_and_no_server),
 		cmocka_unit_test(test_frozen_redis),
 		cmocka_unit_test(test_killed_and_restarted_redis),
+		cmocka_unit_test(test_lease_counted_and_given_back),
+		cmocka_unit_test(test_lease_never_outlives_its_second),
+		cmocka_unit_test(test_two_limiters_near_the_limit_stay_exact),
+		cmocka_unit_test(test_redis_away_mid_lease),
+		cmocka_unit_test(test_lease_off),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
