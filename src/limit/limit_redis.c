@@ -52,14 +52,20 @@
  * and deleted as the window moves), "or" and "ot" the oldest seconds that count requests and
  * tokens (for resets and retries), "x" the second of the hash's last PEXPIRE, "zs" the second
  * of the slots' last sweep, "ze" when the slot set expires (ms). KEYS[2a] holds the concurrency
- * slots, a sorted set of "<node>:<ticket>" scored by when the slot expires.
+ * slots, a sorted set of "<node>:<ticket>" (one request's) and "<node>:p<limiter>:<i>" (a
+ * limiter's pool) scored by when the slot expires.
  *
  * ARGV holds, for each account in the order of KEYS: its number of finishes, its number of
- * admissions, rpm, tpm, max_concurrent and the slots' lease (ms); then per finish the second
- * it was counted in, used - reserved and its slot ('' without one); then per admission its
- * estimate and, with max_concurrent, its slot. The answer is the second, then 6 integers per
- * admission in the order of ARGV: verdict, requests, tokens, requests reset ms, tokens reset
- * ms, retry ms.
+ * admissions, its number of leases (0 or 1), rpm, tpm, max_concurrent and the slots' lease
+ * (ms); then per finish the second it was counted in, used - reserved and its slot ('' without
+ * one); then per admission its estimate and, with max_concurrent, its slot; then the lease: the
+ * second, requests and tokens of an older lease's unused part, the requests and tokens asked
+ * for and the fewest tokens worth a lease, the pool slots kept (0..keep-1), the end of those to
+ * remove (keep..end-1), how many more are asked for, and the pool's member prefix. The answer
+ * is the second and its microseconds, then in the order of ARGV 6 integers per admission
+ * (verdict, requests, tokens, requests reset ms, tokens reset ms, retry ms) and 8 per lease
+ * (requests, tokens and slots granted, then requests, tokens and slots counted, requests reset
+ * ms, tokens reset ms). A lease is decided after the account's admissions of the call.
  *
  * An account's state is read once per call (one HMGET of the sums and of the fields the call
  * changes), kept in Lua while the entries run, and written once (one HSET). Finishes run before
@@ -1290,13 +1296,15 @@ static void lease_arm(struct limit_redis *r, uint64_t now)
 		       0);
 }
 
-static void lease_activate(struct limit_redis *r, struct lease *ls)
+/* Puts ls on the timer's list once it holds or owes something. */
+static void lease_activate(struct limit_redis *r, struct lease *ls, uint64_t now)
 {
 	if (ls->active || !lease_busy(ls))
 		return;
 	ls->active = true;
 	ls->next_active = r->active;
 	r->active = ls;
+	lease_arm(r, now);
 }
 
 /* Keeps the unused part of a lease of second sec to give back. An older one not yet sent is
@@ -1445,7 +1453,10 @@ static void lease_answered(struct limit_redis *r, const struct rcall *k, struct 
 		ls->pool_ok = true;
 		ls->pool_near = (uint64_t)n[5]->integer + LEASE_MIN_SLOTS > e->lim.max_concurrent;
 	}
-	if (gr) {
+	if (gr && (!same_limits(&e->lim, &ls->lim) || e->lease_ms != ls->lease_ms)) {
+		/* taken under the limits before a reload: given back, never used */
+		giveback_keep(ls, sec, gr, gt);
+	} else if (gr) {
 		/* Redis read its clock after k was sent and before now: second sec ends after
 		 * sent_ns + rest and before now + rest */
 		uint64_t until = k->sent_ns + rest_ns - LEASE_END_NS, end = now + rest_ns;
@@ -1470,8 +1481,8 @@ static void lease_answered(struct limit_redis *r, const struct rcall *k, struct 
 	} else if (e->lreq) {
 		ls->quiet_until_ns = now + LEASE_QUIET_NS;
 	}
-	lease_activate(r, ls);
-	lease_arm(r, now);
+	lease_activate(r, ls, now);
+	lease_arm(r, now);   /* its second's end may have moved */
 }
 
 /* A lease entry that got no answer: Redis may have granted it (it then counts more than is
@@ -2111,8 +2122,6 @@ void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struc
 			    (lim->tokens_per_minute && ls->tok_left * 4 < want * (est + 1)) ||
 			    (lim->max_concurrent && ls->pool_free * 4 <= ls->pool_total + 3))
 				lease_op(r, ls, true, now);   /* refill before it runs out */
-			lease_activate(r, ls);
-			lease_arm(r, now);
 			t->done(t, LIMIT_OK, &view, t->ud);
 			return;
 		}
@@ -2146,8 +2155,7 @@ void limit__redis_admit(struct limit_redis *r, struct limit_acct *s, const struc
 	 * again, usable for nothing. */
 	if (ls && !(ls->live && now >= ls->until_ns)) {
 		lease_op(r, ls, true, now);
-		lease_activate(r, ls);
-		lease_arm(r, now);
+		lease_activate(r, ls, now);
 	}
 }
 
