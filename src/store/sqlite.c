@@ -673,13 +673,20 @@ struct span {
 	char kind; /* 's', '0' (number), 'n' (null), '[' */
 };
 
+/* Past the string whose opening quote is at p, or NULL. */
 static const char *skip_string(const char *p, const char *end)
 {
-	for (p++; p < end; p++) {
-		if (*p == '\\')
-			p++;
-		else if (*p == '"')
-			return p + 1;
+	for (p++; p < end;) {
+		const char *q = memchr(p, '"', (size_t)(end - p));
+		const char *b = q;
+
+		if (!q)
+			return NULL;
+		while (b > p && b[-1] == '\\')
+			b--;
+		if ((q - b) % 2 == 0)
+			return q + 1; /* not escaped: an even run of backslashes before it */
+		p = q + 1;
 	}
 	return NULL;
 }
