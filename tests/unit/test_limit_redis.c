@@ -1417,6 +1417,43 @@ static void test_redis_away_mid_lease(void **state)
 	node_stop(&n);
 }
 
+/* A reload to lower limits while a lease is held: what was taken under the old ones is given
+ * back unused, and the new limit holds exactly. */
+static void test_lease_across_a_reload(void **state)
+{
+	struct conf_account a1 = account("relo", 100000, 0, 0), a2 = account("relo", 1500, 0, 0);
+	struct limit_ticket t;
+	struct answer ans;
+	struct node n;
+	int admitted = 0;
+
+	(void)state;
+	SKIP_WITHOUT_REDIS();
+	node_start(&n, false);
+	for (int i = 0; i < 50; i++) {
+		admit_wait(&n, &n.conf, &a1, 0, &t, &ans);
+		assert_int_equal(ans.v, LIMIT_OK);
+		admitted++;
+		limit_finish(n.l, &n.conf, &t, 0);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 3000; i++) {
+			admit_wait(&n, &n.conf, &a2, 0, &t, &ans);
+			if (ans.v != LIMIT_OK)
+				break;
+			assert_int_equal(ans.view.requests_limit, 1500);
+			admitted++;
+			limit_finish(n.l, &n.conf, &t, 0);
+		}
+		if (admitted > 1500)
+			fail_msg("%d admitted against 1500 after the reload", admitted);
+		assert_true(run_until(&n.loop, leases_idle, n.l, 5000));
+	}
+	assert_int_equal(admitted, 1500);
+	assert_int_equal(window_of("relo").requests, 1500);
+	node_stop(&n);
+}
+
 /* ratelimit.lease false: every admission is a Redis call, as without leases. */
 static void test_lease_off(void **state)
 {
@@ -1462,6 +1499,7 @@ int main(void)
 		cmocka_unit_test(test_lease_never_outlives_its_second),
 		cmocka_unit_test(test_two_limiters_near_the_limit_stay_exact),
 		cmocka_unit_test(test_redis_away_mid_lease),
+		cmocka_unit_test(test_lease_across_a_reload),
 		cmocka_unit_test(test_lease_off),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
