@@ -1950,6 +1950,11 @@ static void on_deadline(uv_timer_t *h)
 	char why[80];
 
 	if (r->head && r->head->deadline <= now && r->ac) {
+		/* Timers run before the loop polls: when the loop itself was held up past the
+		 * deadline (a loaded machine), the answer may be waiting in the socket. It counts. */
+		redisAsyncHandleRead(r->ac);
+	}
+	if (r->head && r->head->deadline <= now && r->ac) {
 		redisAsyncContext *ac = r->ac;
 		snprintf(why, sizeof(why), "no answer within %llu ms",
 			 (unsigned long long)r->head->budget);
