@@ -23,7 +23,10 @@
  * scripts (check and count in one step), every key with a TTL; each worker has its own
  * pipelined async connection on its loop, every call has a deadline, and the connection comes
  * back by itself. While Redis cannot answer, on_redis_error: allow admits by this node's
- * memory limiter, deny refuses with LIMIT_UNAVAILABLE.
+ * memory limiter, deny refuses with LIMIT_UNAVAILABLE. With ratelimit.lease (the default), far
+ * from an account's limits each limiter admits from budget counted in Redis ahead of need
+ * (requests and tokens of one Redis second, a pool of slots), so done may run before
+ * limit_admit returns with the redis backend too; near the limits every admission is a call.
  */
 
 enum limit_verdict {
@@ -74,7 +77,7 @@ void limiter_free(struct limiter *l);
 
 /* Admits or refuses one request of account a (NULL: no account, always admitted) that is
  * estimated to cost est_tokens. done runs exactly once, either before limit_admit returns
- * (memory backend, nothing to limit, or Redis known to be away) or later on the loop; view is
+ * (memory backend, nothing to limit, a lease, or Redis known to be away) or later on the loop; view is
  * valid during the call only. */
 void limit_admit(struct limiter *l, const struct conf *c, const struct conf_account *a,
 		 uint64_t est_tokens, struct limit_ticket *t, limit_done_fn done, void *ud);
