@@ -77,8 +77,8 @@ void limiter_free(struct limiter *l);
 
 /* Admits or refuses one request of account a (NULL: no account, always admitted) that is
  * estimated to cost est_tokens. done runs exactly once, either before limit_admit returns
- * (memory backend, nothing to limit, a lease, or Redis known to be away) or later on the loop; view is
- * valid during the call only. */
+ * (memory backend, nothing to limit, a lease, or Redis known to be away) or later on the
+ * loop; view is valid during the call only. */
 void limit_admit(struct limiter *l, const struct conf *c, const struct conf_account *a,
 		 uint64_t est_tokens, struct limit_ticket *t, limit_done_fn done, void *ud);
 /* The request is gone before done ran: done will not run, and an admission that arrives
