@@ -322,8 +322,10 @@ static void describe_backends(const struct conf *c, struct buf *out)
 	label(out, 2, "cache");
 	buf_appendf(out, "%s, max %s\n", backend[c->cache_backend], a);
 	label(out, 2, "ratelimit");
-	buf_appendf(out, "%s, on redis error %s\n", backend[c->ratelimit_backend],
-		    c->ratelimit_deny_on_redis_error ? "deny" : "allow");
+	const char *lease = c->ratelimit_backend != CONF_BACKEND_REDIS ? ""
+			    : c->ratelimit_lease ? ", leases" : ", no leases";
+	buf_appendf(out, "%s, on redis error %s%s\n", backend[c->ratelimit_backend],
+		    c->ratelimit_deny_on_redis_error ? "deny" : "allow", lease);
 	label(out, 2, "redis");
 	if (c->redis_url)
 		put_url(out, c->redis_url);

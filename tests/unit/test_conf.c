@@ -148,6 +148,7 @@ static void test_design_example(void **state)
 	assert_int_equal(c->cache_max_bytes, 256u << 20);
 	assert_int_equal(c->ratelimit_backend, CONF_BACKEND_MEMORY);
 	assert_false(c->ratelimit_deny_on_redis_error);
+	assert_true(c->ratelimit_lease);
 	assert_string_equal(c->redis_url, "redis://127.0.0.1:6379/0");
 	assert_string_equal(c->logs_store, "sqlite:meridian.db");
 	assert_false(c->logs_bodies);
@@ -247,6 +248,7 @@ static void test_full_fixture(void **state)
 	assert_int_equal(c->cache_max_bytes, 1ull << 30);
 	assert_int_equal(c->ratelimit_backend, CONF_BACKEND_REDIS);
 	assert_true(c->ratelimit_deny_on_redis_error);
+	assert_false(c->ratelimit_lease);
 	assert_string_equal(c->logs_store, "postgres://meridian:pw@127.0.0.1/logs");
 	assert_true(c->logs_bodies);
 	assert_int_equal(c->logs_retention_ms, 7ull * 86400000);
