@@ -851,8 +851,8 @@ struct row {
 	struct span sp[NF];
 	int n;              /* fields scanned */
 	int64_t k;
-	struct log_record r;
 	const char *attempts_json; /* version 1 rows: their attempts' text */
+	struct log_record r;       /* last: its data[] is never used here, but must end the struct */
 };
 
 #define ALL_FIELDS (~0u)
