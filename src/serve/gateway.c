@@ -444,6 +444,15 @@ static void req_destroy(struct gw_req *g)
 
 static void req_report(struct gw_req *g);
 
+/* The upstream is done with the request: its slot goes back before the client can see the
+ * end of the answer and send its next request, which another worker may plan at once. */
+static void release_slot(struct gw_req *g)
+{
+	if (g->dep && g->holds_slot)
+		route_release(g->dep);
+	g->holds_slot = false;
+}
+
 static void req_finish(struct gw_req *g)
 {
 	struct gw_worker *gw = g->gw;
@@ -468,8 +477,7 @@ static void req_finish(struct gw_req *g)
 		g->xs_live = false;
 	}
 	buf_release(&g->xbuf);
-	if (g->dep && g->holds_slot)
-		route_release(g->dep);
+	release_slot(g);
 	if (g->ticket.pending) {
 		limit_cancel(&g->ticket);
 	} else if (g->ticket.admitted) {
@@ -1370,6 +1378,7 @@ static void on_up_done(struct upstream_req *r, int result)
 			return;
 		if (g->cache_ttl_ms && g->up.status >= 200 && g->up.status < 300)
 			cache_store(g, false, g->resp_body.data, g->resp_body.len);
+		release_slot(g);
 		begin_client_response(g, (int64_t)g->resp_body.len);
 		g->t_first_ns = uv_hrtime();
 		if (g->log_bodies)
@@ -1408,6 +1417,7 @@ static void on_up_done(struct upstream_req *r, int result)
 		}
 		if (try_fallback(g))
 			return;
+		release_slot(g);
 		error_for_result(result, &status, &code, &msg);
 		log_warn("request %s: upstream '%s' failed: %s", g->request_id, g->dep->url,
 			 upstream_strerror(result));
@@ -1417,6 +1427,7 @@ static void on_up_done(struct upstream_req *r, int result)
 			send_error(g, status, code, NULL, msg);
 		return;
 	}
+	release_slot(g);
 	if (g->mode == RELAY_SSE) {
 		/* once the terminal event went out the client has the whole answer, whatever the
 		 * upstream does afterwards; an error event after [DONE] would be a lie */
