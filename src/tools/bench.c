@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/str.h"
 #include "http/sse.h"
+#include "tools/baseurl.h"
 #include "tools/bench_int.h"
 #include "upstream/upstream.h"
 
@@ -367,38 +368,19 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 	return 0;
 }
 
-/* The URL requests go to, from the base URL an SDK takes; NULL (message printed) if unusable. */
+/* The URL requests go to, from the base URL an SDK takes (the rule probe uses too); NULL
+ * (message printed) if unusable. */
 static char *endpoint_url(const char *base, enum bench_api api)
 {
 	struct buf u = BUF_INIT;
-	const char *rest;
-	if (!strncmp(base, "http://", 7))
-		rest = base + 7;
-	else if (!strncmp(base, "https://", 8))
-		rest = base + 8;
-	else {
-		fprintf(stderr, "meridian bench: --url '%s': an http:// or https:// URL\n", base);
+
+	if (tools_base_url(base, api == BENCH_OPENAI, &u) < 0) {
+		fprintf(stderr, "meridian bench: --url '%s': expected http[s]://host[:port][/path], no "
+			"query, fragment or space\n", base);
+		buf_release(&u);
 		return NULL;
 	}
-	if (!*rest || *rest == '/' || strpbrk(base, "?# \t\r\n")) {
-		fprintf(stderr, "meridian bench: --url '%s': a host, and no query, fragment or space\n", base);
-		return NULL;
-	}
-	size_t n = strlen(base);
-	while (n > (size_t)(rest - base) && base[n - 1] == '/')
-		n--;
-	buf_append(&u, base, n);
-	bool has_path = memchr(rest, '/', n - (size_t)(rest - base)) != NULL;
-	bool ends_v1 = n >= 3 && !memcmp(base + n - 3, "/v1", 3);
-	if (api == BENCH_OPENAI) {
-		// an SDK's base URL has the /v1; a bare host:port is taken to mean it
-		if (!has_path)
-			buf_puts(&u, "/v1");
-		buf_puts(&u, "/chat/completions");
-	} else {
-		// the Anthropic SDK's base URL has no /v1; one given anyway is not doubled
-		buf_puts(&u, ends_v1 ? "/messages" : "/v1/messages");
-	}
+	buf_puts(&u, api == BENCH_OPENAI ? "/chat/completions" : "/messages");
 	return u.data;
 }
 

@@ -1,5 +1,6 @@
 /* probe.c - `meridian probe`: DNS, connect, TLS, first byte and first token of endpoints */
 #include "tools/probe.h"
+#include "tools/baseurl.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,7 +21,6 @@
 
 #define MAX_URLS 256
 #define MAX_ROUNDS 1000
-#define URL_MAX 2048
 #define DEFAULT_ROUNDS 5
 #define DEFAULT_TIMEOUT_MS 10000
 #define MAX_TIMEOUT_MS (10 * 60 * 1000)
@@ -118,42 +118,6 @@ static const char usage_text[] =
 
 /* ---------------------------------------------------------------------------------------- */
 /* Pure parts (probe.h)                                                                       */
-
-int probe_base_url(const char *in, struct buf *out)
-{
-	const char *scheme = "https://", *sep;
-	size_t n = strlen(in), host_len;
-
-	if (n == 0 || n > URL_MAX)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)in[i];
-
-		if (c <= ' ' || c == 0x7f || c == '?' || c == '#')
-			return -EINVAL;
-	}
-	sep = strstr(in, "://");
-	if (sep) {
-		size_t len = (size_t)(sep - in);
-
-		if (len == 4 && !strncasecmp(in, "http", 4))
-			scheme = "http://";
-		else if (len != 5 || strncasecmp(in, "https", 5))
-			return -EINVAL;
-		in = sep + 3;
-		n -= len + 3;
-	}
-	host_len = strcspn(in, "/");
-	if (host_len == 0 || in[0] == ':' || in[0] == '@')
-		return -EINVAL;
-	while (n > host_len && in[n - 1] == '/')
-		n--;
-	buf_puts(out, scheme);
-	buf_append(out, in, n);
-	if (n < host_len + 3 || memcmp(in + n - 3, "/v1", 3))
-		buf_puts(out, "/v1");
-	return 0;
-}
 
 double probe_percentile(const double *sorted, size_t n, double p)
 {
@@ -812,7 +776,7 @@ int probe_main(int argc, char **argv)
 
 		t->r.url = argv[first + i];
 		t->r.index = i;
-		if (probe_base_url(t->r.url, &base) < 0) {
+		if (tools_base_url(t->r.url, o.api == API_OPENAI, &base) < 0) {
 			fprintf(stderr, "meridian probe: invalid URL '%s': expected http[s]://host[:port][/path]\n",
 				t->r.url);
 			buf_release(&base);

@@ -46,16 +46,6 @@ struct probe_result {
 	struct probe_stat stat[PROBE_NPHASES];
 };
 
-/*
- * Writes to out the base URL with "/v1" that GET {base}/models is sent to, from a URL given as an
- * SDK's base URL: trailing slashes dropped, then "/v1" appended unless the path already ends with
- * it (so "http://h:8080", "http://h:8080/" and "http://h:8080/v1" all give "http://h:8080/v1",
- * and "https://h/v1/acct/gw/xai/v1" stays itself). No scheme means https://. Refuses (-EINVAL,
- * out unchanged) a scheme other than http or https, an empty host, a query or fragment, spaces or
- * control bytes, and more than 2048 bytes.
- */
-int probe_base_url(const char *in, struct buf *out);
-
 /* The p-quantile (0 <= p <= 1) of n ascending values, interpolated linearly between the two
  * nearest ranks; NAN when n is 0. */
 double probe_percentile(const double *sorted, size_t n, double p);

@@ -1,4 +1,5 @@
-/* test_probe.c - probe's pure parts: base URL normalisation, percentiles, the ranking order */
+/* test_probe.c - probe's pure parts: base URL normalisation (shared with bench), percentiles,
+ * the ranking order */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,12 +9,13 @@
 #include <errno.h>
 #include <math.h>
 
+#include "tools/baseurl.h"
 #include "tools/probe.h"
 
-static void check_base(const char *in, const char *want)
+static void check_base_as(bool openai, const char *in, const char *want)
 {
 	struct buf b = BUF_INIT;
-	int rc = probe_base_url(in, &b);
+	int rc = tools_base_url(in, openai, &b);
 
 	if (!want) {
 		assert_int_equal(rc, -EINVAL);
@@ -23,6 +25,13 @@ static void check_base(const char *in, const char *want)
 		assert_string_equal(b.data, want);
 	}
 	buf_release(&b);
+}
+
+/* What both SDKs' forms agree on. */
+static void check_base(const char *in, const char *want)
+{
+	check_base_as(true, in, want);
+	check_base_as(false, in, want);
 }
 
 static void test_base_url(void **state)
@@ -36,8 +45,14 @@ static void test_base_url(void **state)
 	check_base("api.x.ai", "https://api.x.ai/v1");
 	check_base("us-east-1.api.example.com/", "https://us-east-1.api.example.com/v1");
 	check_base("https://gw/v1/acct/gw/xai/v1", "https://gw/v1/acct/gw/xai/v1");
-	check_base("https://gw/anthropic", "https://gw/anthropic/v1");
-	check_base("https://gw/xv1", "https://gw/xv1/v1");
+	/* a path that does not end in /v1: the OpenAI SDK's base URL is used as it is (the unified
+	 * endpoint's has no /v1 of its own), the Anthropic SDK's gets the /v1 it always adds */
+	check_base_as(false, "https://gw/anthropic", "https://gw/anthropic/v1");
+	check_base_as(true, "https://gw/anthropic", "https://gw/anthropic");
+	check_base_as(false, "https://gw/xv1", "https://gw/xv1/v1");
+	check_base_as(true, "https://gw/xv1", "https://gw/xv1");
+	check_base_as(true, "http://h/v1/acme/prod/compat", "http://h/v1/acme/prod/compat");
+	check_base_as(false, "http://h/v1/acme/prod/grok", "http://h/v1/acme/prod/grok/v1");
 	check_base("http://[::1]:8080", "http://[::1]:8080/v1");
 	/* a host named v1 is not a path ending in /v1 */
 	check_base("http://v1", "http://v1/v1");
