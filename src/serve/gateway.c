@@ -497,7 +497,6 @@ static void req_finish(struct gw_req *g)
 	g->conf = NULL;
 	g->provider = NULL;
 	g->dep = NULL;
-	g->holds_slot = false;
 	g->next_dep = NULL;
 	g->pinned = NULL;
 	g->account = NULL;
@@ -1394,8 +1393,7 @@ static void on_up_done(struct upstream_req *r, int result)
 			route_report_failure(g->dep, g->conf);
 		if (retryable_before_commit(g, result) && may_retry(g)) {
 			/* the slot goes back first: the same deployment may be the only one left */
-			route_release(g->dep);
-			g->holds_slot = false;
+			release_slot(g);
 			/* a deployment that kept silent is not asked again: the next one is */
 			if (result == UPSTREAM_ETIMEOUT_FIRST_BYTE)
 				route_exclude(&g->plan, g->dep);
