@@ -98,7 +98,7 @@ void log_json_point(struct buf *out, const struct log_stats_point *p);
  *    More than LOG_STATS_MAX_POINTS points fails with "too many points ...". Points and totals
  *    get their p50/p95 from log_stats_percentiles() over per-bucket counts.
  */
-#define LOG_SCHEMA_VERSION 2
+#define LOG_SCHEMA_VERSION 3
 #define LOG_STATS_MAX_POINTS 10000
 #define LOG_LATENCY_BUCKETS 165   /* log_latency_bucket() returns 0..LOG_LATENCY_BUCKETS - 1 */
 
@@ -116,5 +116,11 @@ void log_json_time(struct buf *out, int64_t ts_us);
 /* log_writer_start() with ops given instead of the ones spec names (tests use fake stores). */
 int log__writer_start_ops(const struct log_backend_ops *ops, const char *spec, size_t capacity,
 			  uint64_t retention_ms, struct log_writer **out, char *err, size_t errlen);
+
+/* Tests only: the next PostgreSQL write fails as if its connection broke, just before the end
+ * of its COPY went out (CUT: nothing is committed) or just after (LOSE: committed, the answer
+ * lost). */
+enum { LOG_PG_FAULT_CUT = 1, LOG_PG_FAULT_LOSE };
+extern int log__pg_fault;
 
 #endif

@@ -61,6 +61,14 @@ static const char *const migrations[LOG_SCHEMA_VERSION] = {
 	/* 2: SQLite's storage changed (one b-tree keyed by time, docs/internals/logs.md); the
 	 * contract of backend.h and this schema did not */
 	"SELECT 1",
+	/* 3: the writer COPYs straight into requests, so id cannot be unique (a client may send
+	 * one x-request-id twice, and SQLite keeps both); and each index costs every record, so
+	 * only two are left: pages and stats scan requests_ts in time order, filters included,
+	 * and requests_id finds one record (docs/internals/logs-postgres.md, "Indexes") */
+	"ALTER TABLE requests DROP CONSTRAINT IF EXISTS requests_pkey;"
+	"DROP INDEX IF EXISTS requests_account, requests_model, requests_region, requests_provider,"
+	" requests_gateway, requests_status;"
+	"CREATE INDEX IF NOT EXISTS requests_id ON requests(id);",
 };
 
 #define COLS_LIST                                                                                 \
@@ -75,8 +83,24 @@ static const char *const migrations[LOG_SCHEMA_VERSION] = {
 	" ttfb_us, latency_bucket, tokens_in, tokens_out, tokens_estimated, cost_usd, cache,"      \
 	" metadata, attempts, request_body, response_body"
 
-/* the batch goes here first: COPY cannot skip rows that are already in requests */
-#define STAGE "meridian_requests_in"
+/*
+ * A batch whose COPY end went out but whose answer never came back may be in the store. The
+ * writer retries the same batch (grown, perhaps, but with the same records first), so the next
+ * write asks the server, once the backend that ran it is gone, whether its first and last
+ * records are there: COPY is one transaction, all or nothing.
+ */
+struct replay {
+	bool unsure;        /* records [done, end) of the batch may be in the store */
+	int pid;            /* the backend that ran their COPY */
+	size_t done;        /* the batch's first done records are in the store */
+	size_t end;
+	char head[48];      /* the batch's first record, to know the batch again */
+	int64_t head_ts;
+	char first[48], last[48]; /* records done and end - 1 */
+	int64_t first_ts, last_ts;
+};
+
+int log__pg_fault;
 
 struct pg {
 	char *spec;
@@ -86,6 +110,7 @@ struct pg {
 	bool timed_out;  /* the last wait ended at its deadline */
 	struct buf copy; /* the writer's COPY data, up to about COPY_CHUNK */
 	struct buf tmp;  /* the writer's attempts JSON */
+	struct replay rp;
 };
 
 static uint64_t mono_ms(void)
@@ -390,9 +415,7 @@ static int ensure(struct pg *p, char *err, size_t errlen)
 		return -1;
 	}
 	if (!p->reader) {
-		if (migrate(p, err, errlen) < 0 ||
-		    run(p, "CREATE TEMP TABLE " STAGE " (LIKE requests) ON COMMIT DELETE ROWS",
-			"cannot prepare the log store connection", err, errlen) < 0) {
+		if (migrate(p, err, errlen) < 0) {
 			drop(p);
 			return -1;
 		}
@@ -468,15 +491,14 @@ static void *pg_open_writer(const char *spec, char *err, size_t errlen)
 	return pg_new(spec, false, err, errlen);
 }
 
-static void put_be(struct buf *b, uint64_t v, int n)
+/* v as n bytes big-endian at o; returns o + n. */
+static unsigned char *put_be(unsigned char *o, uint64_t v, int n)
 {
-	unsigned char d[8];
-
 	for (int i = n - 1; i >= 0; i--) {
-		d[i] = (unsigned char)v;
+		o[i] = (unsigned char)v;
 		v >>= 8;
 	}
-	buf_append(b, d, (size_t)n);
+	return o + n;
 }
 
 /* The length of the valid UTF-8 sequence at s (PostgreSQL's rules: no overlong forms, no
@@ -506,107 +528,136 @@ static size_t utf8_len(const unsigned char *s)
 	return 0;
 }
 
+/* A text field measured before it is written: its length and how much of it is valid UTF-8. */
+struct text {
+	const char *s; /* NULL: SQL NULL */
+	size_t n, valid;
+};
+
+static void measure(struct text *t, const char *s)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, k;
+
+	t->s = s;
+	t->n = s ? strlen(s) : 0;
+	/* eight bytes at a time while they are ASCII: most text is */
+	while (i < t->n) {
+		uint64_t w;
+		if (t->n - i >= 8) {
+			memcpy(&w, u + i, 8);
+			if (!(w & 0x8080808080808080ull)) {
+				i += 8;
+				continue;
+			}
+		}
+		if (!(k = utf8_len(u + i)))
+			break;
+		i += k;
+	}
+	t->valid = i;
+}
+
+/* The room t takes at most: U+FFFD (3 bytes) may stand for each invalid byte. */
+static size_t text_room(const struct text *t)
+{
+	return 4 + (t->valid == t->n ? t->n : t->valid + 3 * (t->n - t->valid));
+}
+
 /*
  * A text field: int32 length, the bytes. The server refuses invalid UTF-8, and one such record
  * would fail its whole batch at every retry; a body cut at its 64 KiB cap can end inside a
  * character, so what is not valid UTF-8 is written as U+FFFD instead.
  */
-static void put_text(struct buf *b, const char *s)
+static unsigned char *put_text(unsigned char *o, const struct text *t)
 {
-	const unsigned char *u = (const unsigned char *)s;
-	size_t n, at, i, k;
+	const unsigned char *u = (const unsigned char *)t->s;
+	unsigned char *len = o;
 
-	if (!s) {
-		put_be(b, UINT32_MAX, 4); /* -1: NULL */
-		return;
-	}
-	n = strlen(s);
-	for (i = 0; i < n && (k = utf8_len(u + i)); i += k)
-		;
-	if (i == n) {
-		put_be(b, n, 4);
-		buf_append(b, s, n);
-		return;
-	}
-	at = b->len;
-	put_be(b, 0, 4);
-	buf_append(b, s, i);
-	while (i < n) {
-		k = utf8_len(u + i);
-		if (k) {
-			buf_append(b, s + i, k);
-			i += k;
+	if (!t->s)
+		return put_be(o, UINT32_MAX, 4); /* -1: NULL */
+	o += 4;
+	memcpy(o, u, t->valid);
+	o += t->valid;
+	for (size_t i = t->valid, k; i < t->n; i += k ? k : 1) {
+		if ((k = utf8_len(u + i))) {
+			memcpy(o, u + i, k);
+			o += k;
 		} else {
-			buf_append(b, "\xef\xbf\xbd", 3);
-			i++;
+			memcpy(o, "\xef\xbf\xbd", 3);
+			o += 3;
 		}
 	}
-	n = b->len - at - 4;
-	for (int j = 3; j >= 0; j--, n >>= 8)
-		((unsigned char *)b->data)[at + (size_t)j] = (unsigned char)n;
+	put_be(len, (uint64_t)(o - len - 4), 4);
+	return o;
 }
 
-static void put_i64(struct buf *b, uint64_t v)
+static unsigned char *put_i64(unsigned char *o, uint64_t v)
 {
-	put_be(b, 8, 4);
-	put_be(b, v > INT64_MAX ? INT64_MAX : v, 8);
+	o = put_be(o, 8, 4);
+	return put_be(o, v > INT64_MAX ? INT64_MAX : v, 8);
 }
 
-static void put_i32(struct buf *b, int v)
+static unsigned char *put_i32(unsigned char *o, int v)
 {
-	put_be(b, 4, 4);
-	put_be(b, (uint32_t)v, 4);
+	o = put_be(o, 4, 4);
+	return put_be(o, (uint32_t)v, 4);
 }
 
-static void put_bool(struct buf *b, bool v)
+static unsigned char *put_bool(unsigned char *o, bool v)
 {
-	put_be(b, 1, 4);
-	put_be(b, v, 1);
+	o = put_be(o, 1, 4);
+	*o = v;
+	return o + 1;
 }
 
-/* One row of COPY's binary format, the columns of INSERT_COLS. */
+/* One row of COPY's binary format, the columns of INSERT_COLS, in one reservation. */
 static void copy_row(struct pg *p, const struct log_record *r)
 {
+	enum { ID, ACCOUNT, SURFACE = 11, ERROR_CODE, TERMINATION, CACHE, BODIES_END = 18, NTEXT };
+	const char *v[NTEXT] = {r->id, r->account, r->gateway, r->provider, r->model,
+				r->model_served, r->endpoint, r->region_requested, r->region,
+				r->method, r->path, r->surface, r->error_code, r->termination,
+				r->cache, r->metadata, p->tmp.data, r->request_body,
+				r->response_body};
+	struct text t[NTEXT];
 	struct buf *b = &p->copy;
+	size_t room = 2 + 6 * 12 + 2 * 8 + 2 * 5; /* the count; 8-, 4- and 1-byte values */
+	unsigned char *o;
 	uint64_t cost;
 
 	buf_reset(&p->tmp);
 	log_json_attempts(&p->tmp, r->attempts, r->nattempts);
-	buf_append(&p->tmp, "", 1);
-
-	put_be(b, NCOLS, 2);
-	put_text(b, r->id);
-	put_be(b, 8, 4);
-	put_be(b, (uint64_t)r->ts_us, 8);
-	put_text(b, r->account);
-	put_text(b, r->gateway);
-	put_text(b, r->provider);
-	put_text(b, r->model);
-	put_text(b, r->model_served);
-	put_text(b, r->endpoint);
-	put_text(b, r->region_requested);
-	put_text(b, r->region);
-	put_text(b, r->method);
-	put_text(b, r->path);
-	put_text(b, r->surface);
-	put_bool(b, r->stream);
-	put_i32(b, r->status);
-	put_text(b, r->error_code);
-	put_text(b, r->termination);
-	put_i64(b, r->latency_us);
-	put_i64(b, r->ttfb_us);
-	put_i32(b, log_latency_bucket(r->latency_us));
-	put_i64(b, r->tokens_in);
-	put_i64(b, r->tokens_out);
-	put_bool(b, r->tokens_estimated);
+	v[16] = p->tmp.data;
+	for (int i = 0; i < NTEXT; i++) {
+		measure(&t[i], v[i]);
+		room += text_room(&t[i]);
+	}
+	buf_reserve(b, room);
+	o = (unsigned char *)b->data + b->len;
+	o = put_be(o, NCOLS, 2);
+	o = put_text(o, &t[ID]);
+	o = put_be(o, 8, 4);
+	o = put_be(o, (uint64_t)r->ts_us, 8);
+	for (int i = ACCOUNT; i <= SURFACE; i++)
+		o = put_text(o, &t[i]);
+	o = put_bool(o, r->stream);
+	o = put_i32(o, r->status);
+	o = put_text(o, &t[ERROR_CODE]);
+	o = put_text(o, &t[TERMINATION]);
+	o = put_i64(o, r->latency_us);
+	o = put_i64(o, r->ttfb_us);
+	o = put_i32(o, log_latency_bucket(r->latency_us));
+	o = put_i64(o, r->tokens_in);
+	o = put_i64(o, r->tokens_out);
+	o = put_bool(o, r->tokens_estimated);
 	memcpy(&cost, &r->cost_usd, sizeof(cost));
-	put_be(b, 8, 4);
-	put_be(b, cost, 8);
-	put_text(b, r->cache);
-	put_text(b, r->metadata);
-	put_text(b, p->tmp.data);
-	put_text(b, r->request_body);
-	put_text(b, r->response_body);
+	o = put_be(o, 8, 4);
+	o = put_be(o, cost, 8);
+	for (int i = CACHE; i <= BODIES_END; i++) /* cache, metadata, attempts, the bodies */
+		o = put_text(o, &t[i]);
+	b->len = (size_t)(o - (unsigned char *)b->data);
+	b->data[b->len] = '\0';
 }
 
 /*
@@ -632,13 +683,11 @@ static int copy_send(struct pg *p, char *why, size_t whylen)
 	return flush_out(p, deadline, why, whylen);
 }
 
-/* The COPY data of recs, after COPY ... FROM STDIN was answered. */
+/* The COPY data of recs, trailer included, after COPY ... FROM STDIN was answered. */
 static int copy_data(struct pg *p, struct log_record *const *recs, size_t n, char *why,
 		     size_t whylen)
 {
 	static const char hdr[19] = "PGCOPY\n\377\r\n\0"; /* signature, flags 0, no extension */
-	uint64_t deadline;
-	int rc;
 
 	buf_reset(&p->copy);
 	buf_append(&p->copy, hdr, sizeof(hdr));
@@ -647,64 +696,138 @@ static int copy_data(struct pg *p, struct log_record *const *recs, size_t n, cha
 		if (p->copy.len >= COPY_CHUNK && copy_send(p, why, whylen) < 0)
 			return -1;
 	}
-	put_be(&p->copy, UINT16_MAX, 2); /* the trailer: -1 */
-	if (copy_send(p, why, whylen) < 0)
-		return -1;
-	deadline = mono_ms() + (uint64_t)p->io_ms;
-	while ((rc = PQputCopyEnd(p->conn, NULL)) == 0)
-		if (wait_sock(p, true, deadline, why, whylen) < 0)
-			return -1;
-	return rc < 0 ? lost(p, why, whylen) : 0;
+	buf_append(&p->copy, "\377\377", 2); /* the trailer: -1 */
+	return copy_send(p, why, whylen);
 }
 
+static void remember(char id[48], int64_t *ts, const struct log_record *r)
+{
+	memcpy(id, r->id, 48);
+	*ts = r->ts_us;
+}
+
+/*
+ * recs[done, n) in one COPY, which is its own transaction: two round trips and the data. From
+ * the moment its end may have reached the server until its answer is read, the outcome is
+ * unknown, and p->rp says so.
+ */
 static int write_batch(struct pg *p, struct log_record *const *recs, size_t n, char *err,
 		       size_t errlen)
 {
+	struct replay *rp = &p->rp;
+	uint64_t deadline;
 	char why[200];
 	bool broken;
 	PGresult *res;
 	int rc;
 
-	res = exec(p, "BEGIN; COPY " STAGE " (" INSERT_COLS ") FROM STDIN (FORMAT binary)", -1, NULL,
+	res = exec(p, "COPY requests (" INSERT_COLS ") FROM STDIN (FORMAT binary)", -1, NULL,
 		   "cannot copy log records", &broken, err, errlen);
 	if (!res)
 		return -1;
 	PQclear(res);
-	if (copy_data(p, recs, n, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "cannot send log records: %s", why);
+	if (copy_data(p, recs + rp->done, n - rp->done, why, sizeof(why)) < 0)
+		goto lost;
+	if (log__pg_fault == LOG_PG_FAULT_CUT) {
+		log__pg_fault = 0;
+		snprintf(why, sizeof(why), "cut (test)");
+		goto lost;
+	}
+	rp->unsure = true;
+	rp->pid = PQbackendPID(p->conn);
+	rp->end = n;
+	remember(rp->first, &rp->first_ts, recs[rp->done]);
+	remember(rp->last, &rp->last_ts, recs[n - 1]);
+	deadline = mono_ms() + (uint64_t)p->io_ms;
+	while ((rc = PQputCopyEnd(p->conn, NULL)) == 0)
+		if (wait_sock(p, true, deadline, why, sizeof(why)) < 0)
+			goto lost;
+	if (rc < 0) {
+		lost(p, why, sizeof(why));
+		goto lost;
+	}
+	if (log__pg_fault == LOG_PG_FAULT_LOSE) {
+		log__pg_fault = 0;
+		if (flush_out(p, deadline, why, sizeof(why)) == 0)
+			snprintf(why, sizeof(why), "answer lost (test)");
+		goto lost;
+	}
+	res = finish(p, "cannot copy log records", &broken, err, errlen);
+	if (!res) {
+		/* the server's own error: the COPY was rolled back */
+		rp->unsure = broken;
 		return -1;
 	}
-	/* the COPY's own result, then the rest of the statements */
-	res = finish(p, "cannot copy log records", &broken, err, errlen);
-	if (!res)
-		return -1;
 	PQclear(res);
+	rp->unsure = false;
+	return 0;
+lost:
+	snprintf(err, errlen, "cannot send log records: %s", why);
+	return -1;
+}
 
-	/* a batch replayed after a commit we never heard back about is not doubled */
-	res = exec(p, "INSERT INTO requests (" INSERT_COLS ") SELECT " INSERT_COLS " FROM " STAGE
-		      " ON CONFLICT (id) DO NOTHING; COMMIT",
-		   -1, NULL, "cannot commit log records", &broken, err, errlen);
+/*
+ * Whether the records of a COPY whose answer was lost are in the store. Only once the backend
+ * that ran it is gone: until then it may still commit, unseen by a snapshot taken now. Its
+ * commit, if any, precedes its exit, so a statement begun after the exit sees it.
+ */
+static int resolve(struct pg *p, char *err, size_t errlen)
+{
+	struct replay *rp = &p->rp;
+	char pid[16], fts[24], lts[24];
+	const char *vp[1] = {pid}, *vr[4] = {rp->first, fts, rp->last, lts};
+	bool broken, gone, there;
+	PGresult *res;
+
+	snprintf(pid, sizeof(pid), "%d", rp->pid);
+	res = exec(p, "SELECT NOT EXISTS(SELECT 1 FROM pg_stat_activity WHERE pid = $1::int)", 1, vp,
+		   "cannot check the write whose answer was lost", &broken, err, errlen);
 	if (!res)
 		return -1;
-	/* a transaction that failed answers COMMIT with ROLLBACK */
-	rc = strcmp(PQcmdStatus(res), "COMMIT") == 0 ? 0 : -1;
-	if (rc < 0)
-		snprintf(err, errlen, "cannot commit log records: the server rolled back");
+	gone = col_bool(res, 0, 0);
 	PQclear(res);
-	return rc;
+	if (!gone) {
+		snprintf(err, errlen, "the write whose answer was lost is still running on the server");
+		return -1;
+	}
+	snprintf(fts, sizeof(fts), "%" PRId64, rp->first_ts);
+	snprintf(lts, sizeof(lts), "%" PRId64, rp->last_ts);
+	res = exec(p, "SELECT EXISTS(SELECT 1 FROM requests WHERE id = $1 AND ts_us = $2::int8) AND"
+		      " EXISTS(SELECT 1 FROM requests WHERE id = $3 AND ts_us = $4::int8)",
+		   4, vr, "cannot check the write whose answer was lost", &broken, err, errlen);
+	if (!res)
+		return -1;
+	there = col_bool(res, 0, 0);
+	PQclear(res);
+	if (there)
+		rp->done = rp->end;
+	rp->unsure = false;
+	return 0;
 }
 
 static int pg_write(void *h, struct log_record *const *recs, size_t n, char *err, size_t errlen)
 {
 	struct pg *p = h;
+	struct replay *rp = &p->rp;
 
+	/* what an earlier try left known holds for the same batch only (logs.c retries a batch
+	 * with its records in the same order, more perhaps after them) */
+	if (strcmp(rp->head, recs[0]->id) != 0 || rp->head_ts != recs[0]->ts_us ||
+	    n < (rp->unsure ? rp->end : rp->done)) {
+		memset(rp, 0, sizeof(*rp));
+		remember(rp->head, &rp->head_ts, recs[0]);
+	}
 	if (ensure(p, err, errlen) < 0)
 		return -1;
-	if (write_batch(p, recs, n, err, errlen) == 0)
-		return 0;
-	/* whatever failed, the next try starts from a new connection: nothing half done survives */
-	drop(p);
-	return -1;
+	if ((rp->unsure && resolve(p, err, errlen) < 0) ||
+	    (rp->done < n && write_batch(p, recs, n, err, errlen) < 0)) {
+		/* whatever failed, the next try starts from a new connection: nothing half done
+		 * survives but what p->rp knows of */
+		drop(p);
+		return -1;
+	}
+	memset(rp, 0, sizeof(*rp));
+	return 0;
 }
 
 static int pg_prune(void *h, int64_t before_us, char *err, size_t errlen)
@@ -986,7 +1109,10 @@ static int pg_get(void *h, const char *id, struct buf *out, char *err, size_t er
 {
 	struct pg *p = h;
 	const char *vals[1] = {id};
-	PGresult *res = rd_exec(p, NULL, "SELECT " COLS_GET " FROM requests WHERE id = $1", 1, vals,
+	/* an id a client sent twice: the older, as SQLite answers */
+	PGresult *res = rd_exec(p, NULL,
+				"SELECT " COLS_GET " FROM requests WHERE id = $1 ORDER BY ts_us LIMIT 1",
+				1, vals,
 				"cannot read the log store", err, errlen);
 	int rc = 1;
 

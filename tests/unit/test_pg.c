@@ -502,7 +502,7 @@ static void test_schema(void **state)
 				    " table_name = 'requests' AND data_type = 'integer'"), 2);
 	assert_int_equal(sql_int(c, "SELECT count(*) FROM information_schema.columns WHERE"
 				    " table_name = 'requests' AND data_type = 'double precision'"), 1);
-	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"), 8);
+	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"), 2);
 	log_pg_ops.close_writer(h);
 
 	/* re-opened on the existing database: no second migration, the row is still there */
@@ -834,6 +834,73 @@ static void test_write_read(void **state)
 	unlink(sqpath);
 }
 
+/* A version 2 database with records is migrated: its records kept, its indexes down to two,
+ * and an id it holds can be written again. */
+static void test_migrate_v2(void **state)
+{
+	struct log_record *r[2];
+	char spec[128], err[256];
+	struct buf b = BUF_INIT;
+	void *h, *rd;
+	PGconn *c;
+
+	(void)state;
+	NEED_SERVER();
+	fresh_db("t_migrate", spec, sizeof(spec));
+	/* version 3 made, then taken back to version 2's primary key and indexes */
+	h = log_pg_ops.open_writer(spec, err, sizeof(err));
+	r[0] = mk(1700000000000000 - 1, "m-0", 0);
+	assert_int_equal(log_pg_ops.write(h, r, 1, err, sizeof(err)), 0);
+	log_record_free(r[0]);
+	log_pg_ops.close_writer(h);
+	c = admin("t_migrate");
+	sql(c, "DROP INDEX requests_id; DELETE FROM requests; ALTER TABLE requests ADD PRIMARY KEY (id);"
+	       " UPDATE meridian_schema SET version = 2");
+	for (int i = 0; i < 6; i++) {
+		static const char *const col[] = {"account", "model", "region", "provider", "gateway",
+						  "status"};
+		char q[128];
+		snprintf(q, sizeof(q), "CREATE INDEX requests_%s ON requests(%s, ts_us)", col[i], col[i]);
+		sql(c, q);
+	}
+	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"), 8);
+	sql(c, "INSERT INTO requests(id, ts_us, model, status) VALUES ('m-1', 1700000000000000,"
+	       " 'grok-4', 200), ('m-2', 1700000000000001, 'grok-4', 502)");
+	h = log_pg_ops.open_writer(spec, err, sizeof(err));
+	r[0] = mk(1700000000000002, "m-1", 1);
+	r[1] = mk(1700000000000003, "m-3", 2);
+	if (log_pg_ops.write(h, r, 2, err, sizeof(err)) != 0)
+		fail_msg("write: %s", err);
+	assert_int_equal(sql_int(c, "SELECT version FROM meridian_schema"), 3);
+	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"
+				    " AND indexname IN ('requests_ts', 'requests_id')"), 2);
+	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"), 2);
+	assert_int_equal(count_rows("t_migrate", NULL), 4);
+	assert_int_equal(count_rows("t_migrate", "WHERE id = 'm-1'"), 2);
+	rd = log_pg_ops.open_reader(spec, err, sizeof(err));
+	assert_non_null(rd);
+	assert_int_equal(log_pg_ops.get(rd, "m-2", &b, err, sizeof(err)), 0);
+	assert_non_null(strstr(b.data, "\"status\":502"));
+	log_pg_ops.close_reader(rd);
+	log_pg_ops.close_writer(h);
+	free_recs(r, 2);
+	buf_release(&b);
+	PQfinish(c);
+}
+
+/* Writes as the writer thread retries a batch: until it succeeds, for 10 s at most. */
+static void retry_write(void *h, struct log_record **r, size_t n)
+{
+	uint64_t t0 = now_ms();
+	char err[256];
+
+	while (log_pg_ops.write(h, r, n, err, sizeof(err)) != 0) {
+		if (now_ms() - t0 > 10000)
+			fail_msg("write: %s", err);
+		sleep_ms(20);
+	}
+}
+
 /* A batch written again (its commit's answer lost) is not doubled; invalid UTF-8 does not
  * poison a batch. */
 static void test_replay(void **state)
@@ -852,15 +919,49 @@ static void test_replay(void **state)
 		r[i] = mk(1700000000000000 + i, id, i);
 	}
 	h = log_pg_ops.open_writer(spec, err, sizeof(err));
-	assert_int_equal(log_pg_ops.write(h, r, 100, err, sizeof(err)), 0);
-	assert_int_equal(log_pg_ops.write(h, r, 100, err, sizeof(err)), 0);
+	/* a committed COPY whose answer was lost: the retry finds it there, writes nothing twice */
+	log__pg_fault = LOG_PG_FAULT_LOSE;
+	assert_int_equal(log_pg_ops.write(h, r, 100, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "answer lost"));
+	retry_write(h, r, 100);
 	assert_int_equal(count_rows("t_replay", NULL), 100);
-	/* half old, half new; and duplicates inside one batch */
-	assert_int_equal(log_pg_ops.write(h, r + 50, 100, err, sizeof(err)), 0);
+	/* lost again, and the batch grew before the retry (the writer takes what came meanwhile):
+	 * only what was not in the lost COPY goes */
+	log__pg_fault = LOG_PG_FAULT_LOSE;
+	assert_int_equal(log_pg_ops.write(h, r + 100, 30, err, sizeof(err)), -1);
+	retry_write(h, r + 100, 50);
 	assert_int_equal(count_rows("t_replay", NULL), 150);
+	assert_int_equal(count_rows("t_replay", "WHERE id IN (SELECT id FROM requests GROUP BY id HAVING count(*) > 1)"), 0);
+	/* cut before the COPY's end went out: nothing committed, all of it goes again */
+	log__pg_fault = LOG_PG_FAULT_CUT;
+	assert_int_equal(log_pg_ops.write(h, r + 150, 5, err, sizeof(err)), -1);
+	assert_int_equal(count_rows("t_replay", NULL), 150);
+	retry_write(h, r + 150, 5);
+	assert_int_equal(count_rows("t_replay", NULL), 155);
+	/* one id twice (a client's x-request-id sent with two requests): two records, as in SQLite */
 	struct log_record *dup[3] = {r[160], r[160], r[161]};
 	assert_int_equal(log_pg_ops.write(h, dup, 3, err, sizeof(err)), 0);
-	assert_int_equal(count_rows("t_replay", NULL), 152);
+	assert_int_equal(count_rows("t_replay", NULL), 158);
+	assert_int_equal(count_rows("t_replay", "WHERE id = 'rp-160'"), 2);
+	/* log_get() of a reused id answers the older record, as SQLite does */
+	{
+		struct log_record *later[1] = {mk(1700000005000000, "rp-161", 7)};
+		PGconn *cd;
+		assert_int_equal(log_pg_ops.write(h, later, 1, err, sizeof(err)), 0);
+		rd = log_pg_ops.open_reader(spec, err, sizeof(err));
+		assert_non_null(rd);
+		assert_int_equal(log_pg_ops.get(rd, "rp-161", &b, err, sizeof(err)), 0);
+		j = parse(&b);
+		assert_string_equal(json_string_value(json_object_get(j, "ts")),
+				    "2023-11-14T22:13:20.000Z");
+		json_decref(j);
+		buf_reset(&b);
+		log_pg_ops.close_reader(rd);
+		log_record_free(later[0]);
+		cd = admin("t_replay");
+		sql(cd, "DELETE FROM requests WHERE ts_us = 1700000005000000");
+		PQfinish(cd);
+	}
 
 	/* a body cut inside a character, a stray byte in the path */
 	struct log_record t;
@@ -873,7 +974,7 @@ static void test_replay(void **state)
 	struct log_record *bad[2] = {log_record_new(&t), r[199]};
 	if (log_pg_ops.write(h, bad, 2, err, sizeof(err)) != 0)
 		fail_msg("write: %s", err);
-	assert_int_equal(count_rows("t_replay", NULL), 154);
+	assert_int_equal(count_rows("t_replay", NULL), 160);
 	rd = log_pg_ops.open_reader(spec, err, sizeof(err));
 	assert_non_null(rd);
 	assert_int_equal(log_pg_ops.get(rd, "utf8-bad", &b, err, sizeof(err)), 0);
@@ -931,9 +1032,9 @@ static void test_replay(void **state)
 	sql(c, "INSERT INTO requests(id, ts_us) SELECT 'old-' || i, 1600000000000000 + i"
 	       " FROM generate_series(1, 12345) i");
 	PQfinish(c);
-	assert_int_equal(count_rows("t_replay", NULL), 154 + 12345);
+	assert_int_equal(count_rows("t_replay", NULL), 160 + 12345);
 	assert_int_equal(log_pg_ops.prune(h, 1700000000000000 + 10, err, sizeof(err)), 0);
-	assert_int_equal(count_rows("t_replay", NULL), 154 - 11); /* utf8-bad and rp-000..rp-009 */
+	assert_int_equal(count_rows("t_replay", NULL), 160 - 11); /* utf8-bad and rp-000..rp-009 */
 	assert_int_equal(count_rows("t_replay", "WHERE ts_us < 1700000000000010"), 0);
 
 	log_pg_ops.close_writer(h);
@@ -1130,10 +1231,10 @@ static void test_million(void **state)
 	t0 = now_ms();
 	sql(c, "SET maintenance_work_mem = '256MB'");
 	sql(c, "CREATE TEMP TABLE idx AS SELECT indexdef FROM pg_indexes WHERE tablename ="
-	       " 'requests' AND indexname <> 'requests_pkey'");
-	assert_int_equal(sql_int(c, "SELECT count(*) FROM idx"), 7);
+	       " 'requests'");
+	assert_int_equal(sql_int(c, "SELECT count(*) FROM idx"), 2);
 	sql(c, "DO $$DECLARE r record; BEGIN FOR r IN SELECT indexname FROM pg_indexes WHERE"
-	       " tablename = 'requests' AND indexname <> 'requests_pkey' LOOP EXECUTE 'DROP INDEX '"
+	       " tablename = 'requests' LOOP EXECUTE 'DROP INDEX '"
 	       " || r.indexname; END LOOP; END$$");
 	snprintf(q, sizeof(q),
 		 "INSERT INTO requests(id, ts_us, account, gateway, provider, model, region, method,"
@@ -1162,7 +1263,7 @@ static void test_million(void **state)
 	sql(c, "VACUUM ANALYZE requests");
 	printf("million: loaded and indexed in %" PRIu64 " ms\n", now_ms() - t0);
 	assert_int_equal(sql_int(c, "SELECT count(*) FROM requests"), MILLION + 1);
-	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"), 8);
+	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"), 2);
 	/* the buckets SQL gave agree with log_latency_bucket() */
 	res = PQexec(c, "SELECT latency_us, latency_bucket FROM requests ORDER BY id LIMIT 2000");
 	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
@@ -1197,6 +1298,12 @@ static void test_million(void **state)
 	f.account = "acct7";
 	f.limit = 50;
 	timed(rd, 0, &f, "account page", &b);
+	/* an account with no record: the whole time index is read to know it */
+	f.account = "nobody";
+	timed(rd, 0, &f, "a page of an account with no record", &b);
+	j = parse(&b);
+	assert_int_equal(json_array_size(json_object_get(j, "data")), 0);
+	json_decref(j);
 	memset(&f, 0, sizeof(f));
 	f.limit = 1000;
 	timed(rd, 0, &f, "newest 1000, no filter", &b);
@@ -1260,6 +1367,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_bad_url, restore),
 		cmocka_unit_test_teardown(test_schema, restore),
 		cmocka_unit_test_teardown(test_migration_race, restore),
+		cmocka_unit_test_teardown(test_migrate_v2, restore),
 		cmocka_unit_test_teardown(test_write_read, restore),
 		cmocka_unit_test_teardown(test_replay, restore),
 		cmocka_unit_test_teardown(test_server_stopped, restore),
