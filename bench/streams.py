@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """streams.py - the streams section of BENCHMARKS.md: TTFT and inter-token latency by `meridian bench`
 
-Reads the JSON lines bench/run's streams_section wrote (one per run: path direct or meridian, the
+Reads the JSON lines bench/run's streams_section wrote (one per run: path direct, nginx or meridian, the
 level of streams held, the round, `meridian bench --json` without its timeline, the gateway's
 memory before and at its peak, its descriptors, the machine's busy time and ours) and splices
 the section into the report. Exit 0 when every target is met and no stream failed, 1 otherwise.
@@ -78,7 +78,10 @@ def section(args, runs):
         "closed loop makes when equal streams end together; each run counts %s s after a warm-up "
         "of one stream length. Latencies are measured by the client from each request's actual start "
         "(`--from start`: the generator's own start lag, shown apart, left out); what Meridian adds is the gateway path "
-        "minus the direct path of the same round. The gateway (one worker, the config of the main "
+        "minus the direct path of the same round. A third path puts nginx (one worker, `proxy_buffering "
+        "off`, keep-alive upstream, bench/nginx-proxy.conf.in) where the gateway is, placed the same way, "
+        "as the reference for what a proxy hop itself costs on this machine; it needs two descriptors a "
+        "stream too, so it runs only at the levels that fit. The gateway (one worker, the config of the main "
         "rows: passthrough auth, SQLite request log, `max_connections` raised to 30,000) has CPU %s to "
         "itself, and the mock (two workers, each taking 10,000 connections at most) shares CPU %s with "
         "`meridian bench` (one loop); on the direct path the mock has the gateway's CPU, as the "
@@ -96,7 +99,7 @@ def section(args, runs):
     ]
     for level in levels:
         for rnd in sorted({k[1] for k in by if k[0] == level}):
-            for path in ("direct", "meridian"):
+            for path in ("direct", "nginx", "meridian"):
                 r = by[(level, rnd)].get(path)
                 if not r:
                     continue
@@ -124,8 +127,10 @@ def section(args, runs):
             "when enough are; targets: under %d us at the median, %s streams held with no error, "
             "under %d KiB per stream):" % (TARGET_ADDED_US, "{:,}".format(TARGET_LEVEL), TARGET_MEM_KIB), "",
             "| streams | TTFT p50 added | inter-token p50 added | inter-token mean added | errors through Meridian "
-            "| held through Meridian | memory per stream | rounds |",
-            "|--:|--:|--:|--:|--:|--:|--:|---|"]
+            "| held through Meridian | memory per stream | rounds | TTFT p50 added by nginx | Meridian's TTFT p50 "
+            "less nginx's | Meridian's inter-token p50 less nginx's |",
+            "|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|"]
+    vs_nginx = []
     verdict = []
     for level in levels:
         pairs = [(v["direct"], v["meridian"]) for k, v in sorted(by.items())
@@ -139,10 +144,21 @@ def section(args, runs):
         errs = sum(m["bench"]["overall"]["errors"] for _, m in pairs)
         held = min(m["bench"]["max_inflight"] for _, m in pairs)
         mem = median([(m["hwm_kib"] - m["rss0_kib"]) / level for _, m in use])
-        out.append("| %s | %s | %s | %s | %s | %s | %.1f KiB | %d%s |" % (
+        # the same rounds' nginx runs, undisturbed ones when enough are
+        tri = [(v["direct"], v["nginx"], v["meridian"]) for k, v in sorted(by.items())
+               if k[0] == level and all(p in v for p in ("direct", "nginx", "meridian"))]
+        clean = [t for t in tri if not any(disturbed(x) for x in t)]
+        tri = clean if len(clean) >= min(MIN_CLEAN, len(tri)) else tri
+        ngx = median([q(n, "ttft_ms") - q(d, "ttft_ms") for d, n, _ in tri]) if tri else float("nan")
+        m_n = median([q(m, "ttft_ms") - q(n, "ttft_ms") for _, n, m in tri]) if tri else float("nan")
+        m_n_itl = median([q(m, "itl_ms") - q(n, "itl_ms") for _, n, m in tri]) if tri else float("nan")
+        if tri and not any(n["bench"]["overall"]["errors"] for _, n, _ in tri):
+            vs_nginx.append((level, ngx, m_n))
+        out.append("| %s | %s | %s | %s | %s | %s | %.1f KiB | %d%s | %s | %s | %s |" % (
             "{:,}".format(level), us(ttft), us(itl), us(itl_mean), "%d" % errs if not errs else "**%d**" % errs,
             "{:,}".format(held), mem, len(use), " (all: too few undisturbed)" if all_kept and
-            any(disturbed(d) or disturbed(m) for d, m in pairs) else ""))
+            any(disturbed(d) or disturbed(m) for d, m in pairs) else "",
+            us(ngx) if tri else "not run", us(m_n) if tri else "-", us(m_n_itl) if tri else "-"))
         # the direct path itself falling behind (its TTFT far above the lowest level's) makes the
         # difference meaningless: say so rather than pass or fail it
         base = min(q(v["direct"], "ttft_ms") for v in by.values() if "direct" in v)
@@ -164,6 +180,14 @@ def section(args, runs):
         if level == TARGET_LEVEL:
             verdict.append(("%d streams held through Meridian with no error" % level,
                             "%d errors, %d held" % (errs, held), errs == 0 and held >= 0.99 * level))
+    if vs_nginx:
+        out += ["", "The hop itself: nginx in the gateway's place adds %s to the TTFT p50 (at %s streams), "
+                "and Meridian's TTFT p50 is %s nginx's. The TTFT target counts from the direct path, so it "
+                "holds what any proxy costs on this machine (two more loopback hops and two more "
+                "wake-ups of a process on the other core), not only what Meridian does." % (
+                    ", ".join(us(n) for _, n, _ in vs_nginx),
+                    ", ".join("{:,}".format(l) for l, _, _ in vs_nginx),
+                    ", ".join("%s %s" % (us(abs(d)), "above" if d > 0 else "below") for _, _, d in vs_nginx))]
     out += ["", "Targets: " + "; ".join("%s %s: **%s**" % (n, v, "met" if ok else "NOT met") for n, v, ok in verdict) + ".", ""]
     out += [
         "What limits it here: a process may hold at most %s open files on this machine (hard "
