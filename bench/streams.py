@@ -111,7 +111,7 @@ def section(args, runs):
                 cell = lambda t: "~~%s~~" % t if disturbed(r) else t
                 lag = (r["bench"].get("start_lag_ms") or {}).get("p99", float("nan"))
                 out.append("| %s | %s | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f%% |" % (
-                    "{:,}".format(level), path, rnd, r["bench"]["max_inflight"], s["requests"],
+                    "{:,}".format(level), path + (" (2 processes)" if r.get("gateways", 1) > 1 else ""), rnd, r["bench"]["max_inflight"], s["requests"],
                     "%d" % errs if not errs else "**%d** (%s)" % (errs, why),
                     cell(msf(q(r, "ttft_ms"))), msf(q(r, "ttft_ms", "p99")), cell(msf(q(r, "itl_ms"))),
                     msf(q(r, "itl_ms", "p99")), "%.2f" % q(r, "stream_tokens_per_s"), msf(lag),
@@ -194,8 +194,8 @@ def section(args, runs):
         "RLIMIT_NOFILE; `meridian bench` raises its soft limit to it, the gateway runs with the soft "
         "limit it inherits, %s). Through a gateway every HTTP/1.1 stream holds two descriptors, the "
         "client's connection and the upstream's, so %s streams need about %s: past about %s "
-        "streams the gateway cannot accept or connect, and those requests fail (the fds column shows "
-        "it at the limit). Through the gateway the mock shares the load core with the load generator, "
+        "streams one gateway process cannot accept or connect, and those requests would fail. "
+        "Through the gateway the mock shares the load core with the load generator, "
         "so there the upstream side is slower than on the direct path, where the mock has a core "
         "alone; and the gateway's own loop, with one core, is what falls behind first when another "
         "process takes CPU from it (the disturbed rounds at 5,000 streams: TTFT p50 in tens of "
@@ -203,6 +203,15 @@ def section(args, runs):
             "{:,}".format(hard), "{:,}".format(soft), "{:,}".format(TARGET_LEVEL),
             "{:,}".format(2 * TARGET_LEVEL + 20), "{:,}".format((hard - 20) // 2)),
         ""]
+    split = sorted({r["level"] for r in runs if r.get("gateways", 1) > 1})
+    if split:
+        out += ["At %s streams the gateway path is two `meridian serve` processes of one worker each, "
+                "with the same config and their own log files, on the one port (SO_REUSEPORT, which the "
+                "workers of one gateway use too: the kernel spreads the connections), both on CPU %s: "
+                "the streams do not fit one process's descriptors. Memory per stream is their peak RSS "
+                "summed, less their RSS summed after the warm requests; the fds column is the most that "
+                "one of them held." % (" and ".join("{:,}".format(l) for l in split),
+                                       args.server_cpu or "(unpinned)"), ""]
     at_limit = sorted({r["level"] for r in runs if r["path"] == "meridian" and r["fd_max"] >= soft - 16})
     if at_limit:
         out += ["In this run the gateway reached the descriptor limit at %s streams (the fds column); "

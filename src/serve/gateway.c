@@ -133,6 +133,8 @@ struct gw_req {
 	bool saw_finish;              /* an OpenAI chunk with a finish_reason */
 	bool sse_broken;
 	bool in_upstream_cb;          /* the upstream client is on the stack: no re-entry */
+	bool flush_pending;           /* on gw->flush_list: its response headers wait to go */
+	struct gw_req *flush_next;
 	struct sse_parser sse;
 	struct buf resp_body;         /* buffered JSON body */
 	struct http_header *fields;   /* response headers for the client */
@@ -453,10 +455,58 @@ static void release_slot(struct gw_req *g)
 	g->holds_slot = false;
 }
 
+/*
+ * Response headers of a stream wait until the loop has run the rest of this iteration's I/O
+ * callbacks (a uv_check runs after them): the first token usually comes in the same read as
+ * the upstream's headers, and then both go to the client in one write, one packet, one wake-up
+ * of the client instead of two. A slow first token does not hold them longer than that.
+ */
+static void flush_held(uv_check_t *h)
+{
+	struct gw_worker *gw = h->data;
+	struct gw_req *g;
+
+	while ((g = gw->flush_list)) {
+		gw->flush_list = g->flush_next;
+		g->flush_next = NULL;
+		g->flush_pending = false;
+		if (g->hreq)
+			http_resp_flush(g->hreq); /* a client found gone aborts through on_abort */
+	}
+	uv_check_stop(h);
+}
+
+static void hold_flush(struct gw_req *g)
+{
+	struct gw_worker *gw = g->gw;
+
+	if (g->flush_pending)
+		return;
+	if (!gw->flush_list)
+		uv_check_start(&gw->flush_check, flush_held);
+	g->flush_pending = true;
+	g->flush_next = gw->flush_list;
+	gw->flush_list = g;
+}
+
+static void unhold_flush(struct gw_req *g)
+{
+	struct gw_req **p = &g->gw->flush_list;
+
+	if (!g->flush_pending)
+		return;
+	while (*p != g)
+		p = &(*p)->flush_next;
+	*p = g->flush_next;
+	g->flush_next = NULL;
+	g->flush_pending = false;
+}
+
 static void req_finish(struct gw_req *g)
 {
 	struct gw_worker *gw = g->gw;
 
+	unhold_flush(g);
 	req_report(g);
 	free(g->metadata);
 	g->metadata = NULL;
@@ -1042,10 +1092,11 @@ static int on_up_headers(struct upstream_req *r, int status, const struct buf *h
 		g->mode = RELAY_RAW;
 	}
 	if (g->mode != RELAY_BUFFERED) {
-		/* the client learns the status and headers now, before the first token */
+		/* the client learns the status and headers before the first token: with it, when
+		 * it came in the same read, else at the end of this loop iteration */
 		g->in_upstream_cb = true;
 		begin_client_response(g, -1);
-		http_resp_flush(g->hreq);
+		hold_flush(g);
 		g->in_upstream_cb = false;
 		if (g->client_gone)
 			return -1;
@@ -2857,6 +2908,8 @@ int gw_worker_start(struct gw_worker *gw, uv_loop_t *loop, struct conf *conf, ch
 
 	gw->loop = loop;
 	gw->conf = conf;
+	uv_check_init(loop, &gw->flush_check);
+	gw->flush_check.data = gw;
 	if (getrandom(&gw->rng, sizeof(gw->rng), 0) != sizeof(gw->rng) || gw->rng == 0)
 		gw->rng = uv_hrtime() | 1;
 	gw->pool = upstream_pool_new(loop);
@@ -2915,6 +2968,7 @@ void gw_worker_drain(struct gw_worker *gw)
 void gw_worker_close(struct gw_worker *gw)
 {
 	gw->closing = true;
+	uv_close((uv_handle_t *)&gw->flush_check, NULL);
 	for (size_t i = 0; i < gw->nlisteners; i++)
 		http_listener_close(gw->listeners[i]);
 	xfree(gw->listeners);

@@ -35,6 +35,8 @@ struct gw_worker {
 	uint64_t rng;                     /* request ids */
 	bool stopping;
 	bool closing;                     /* gw_worker_close() runs: no new upstream work */
+	uv_check_t flush_check;           /* sends response headers held back (gateway.c) */
+	struct gw_req *flush_list;
 };
 
 /* Creates the upstream pool and a listener for every conf listen entry on loop. Returns 0 or a
