@@ -206,8 +206,9 @@ def section(args, runs):
     split = sorted({r["level"] for r in runs if r.get("gateways", 1) > 1})
     if split:
         out += ["At %s streams the gateway path is two `meridian serve` processes of one worker each, "
-                "with the same config and their own log files, on the one port (SO_REUSEPORT, which the "
-                "workers of one gateway use too: the kernel spreads the connections), both on CPU %s: "
+                "with the same config and their own log files, on the one port (`listen: [{..., share: true}]`: "
+                "SO_REUSEPORT, which the workers of one gateway use too; the kernel spreads the "
+                "connections), both on CPU %s: "
                 "the streams do not fit one process's descriptors. Memory per stream is their peak RSS "
                 "summed, less their RSS summed after the warm requests; the fds column is the most that "
                 "one of them held." % (" and ".join("{:,}".format(l) for l in split),

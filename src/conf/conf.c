@@ -162,6 +162,7 @@ static const char *const http_versions[] = {"auto", "1.1", "2", NULL};
 static const struct dir listen_dirs[] = {               /* struct conf_listen */
 	K("address",            T_STR,       conf_listen, address, REQ),
 	K("region",             T_STR,       conf_listen, region),
+	K("share",              T_BOOL,      conf_listen, share),
 	{0},
 };
 

@@ -27,6 +27,7 @@ enum conf_retry_on { CONF_RETRY_CONNECT = 1u << 0, CONF_RETRY_TIMEOUT = 1u << 1 
 struct conf_listen {
 	char *address;         /* "host:port" */
 	char *region;          /* NULL: global endpoint; else every request is pinned here */
+	bool share;            /* may join a port another process listens on (SO_REUSEPORT) */
 };
 
 struct conf_region {

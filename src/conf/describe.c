@@ -96,9 +96,10 @@ static void describe_front(const struct conf *c, struct buf *out)
 		const struct conf_listen *l = &c->listens[i];
 		buf_appendf(out, "  %-*s  ", (int)w, l->address);
 		if (l->region)
-			buf_appendf(out, "pinned to %s\n", l->region);
+			buf_appendf(out, "pinned to %s", l->region);
 		else
-			buf_puts(out, "global\n");
+			buf_puts(out, "global");
+		buf_puts(out, l->share ? ", port shared with other processes\n" : "\n");
 	}
 	label(out, 0, "admin");
 	if (c->admin_address) {

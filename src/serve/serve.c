@@ -242,10 +242,11 @@ int serve_main(int argc, char **argv)
 	uv_signal_start(&S.sig_int, on_stop_signal, SIGINT);
 	uv_signal_start(&S.sig_hup, on_hup, SIGHUP);
 
-	/* the workers bind with SO_REUSEPORT, which would join another gateway's port silently */
+	/* the workers bind with SO_REUSEPORT, which would join another gateway's port silently;
+	 * a listener with share: true joins it on purpose (several processes on one port) */
 	rc = 0;
 	for (size_t i = 0; i < S.conf->nlistens; i++) {
-		if (http_address_in_use(S.conf->listens[i].address)) {
+		if (!S.conf->listens[i].share && http_address_in_use(S.conf->listens[i].address)) {
 			snprintf(S.start_err, sizeof(S.start_err), "cannot listen on '%s': %s",
 				 S.conf->listens[i].address, uv_strerror(UV_EADDRINUSE));
 			rc = UV_EADDRINUSE;

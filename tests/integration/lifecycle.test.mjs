@@ -146,6 +146,29 @@ describe('a port already in use', () => {
 	});
 });
 
+describe('a shared port (listen share: true)', () => {
+	test('two gateways on one port: both start, and the port lives on when one stops', async (t) => {
+		const mock = await startMock();
+		t.after(() => mock.stop());
+		const shared = (port) => gatewayYaml({ port, mockPort: mock.port })
+			.replace(`listen: [{address: "127.0.0.1:${port}"}]`, `listen: [{address: "127.0.0.1:${port}", share: true}]`);
+		const a = await startGateway({ yaml: shared });
+		t.after(() => a.stop());
+		assert.match(fs.readFileSync(a.configPath, 'utf8'), /share: true/);
+		const b = await startGateway({ port: a.port, yaml: shared });
+		t.after(() => b.stop());
+		await new Promise((res) => setTimeout(res, 300));
+		assert.ok(b.proc.alive(), `the second gateway runs: ${b.proc.stderr}`);
+		assert.doesNotMatch(b.proc.stderr, /address already in use/);
+		await a.stop();
+		for (let i = 0; i < 4; i++) {
+			const res = await fetch(`${b.url}/models`);
+			assert.equal(res.status, 200);
+			await res.arrayBuffer();
+		}
+	});
+});
+
 describe('meridian check', () => {
 	const dir = tmpDir('meridian-check-');
 	const file = (name, text) => {

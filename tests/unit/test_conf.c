@@ -49,6 +49,7 @@ static void test_design_example(void **state)
 	assert_null(c->listens[0].region);
 	assert_string_equal(c->listens[1].address, "0.0.0.0:8081");
 	assert_string_equal(c->listens[1].region, "eu-west-1");
+	assert_false(c->listens[0].share);
 	assert_string_equal(c->admin_address, "127.0.0.1:9090");
 	assert_string_equal(c->admin_token_env, "MERIDIAN_ADMIN_TOKEN");
 	assert_string_equal(c->global_host, "api.example.com");
@@ -189,6 +190,8 @@ static void test_full_fixture(void **state)
 	struct conf *c = conf_load("tests/unit/conf/full.yaml", err, sizeof(err));
 	if (!c)
 		fail_msg("%s", err);
+	assert_true(c->listens[0].share);
+	assert_false(c->listens[1].share);
 	assert_int_equal(c->nproviders, 2);
 	const struct conf_provider *a = &c->providers[0], *b = &c->providers[1];
 	assert_false(a->is_default);
