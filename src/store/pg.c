@@ -618,8 +618,8 @@ static void copy_row(struct pg *p, const struct log_record *r)
 	const char *v[NTEXT] = {r->id, r->account, r->gateway, r->provider, r->model,
 				r->model_served, r->endpoint, r->region_requested, r->region,
 				r->method, r->path, r->surface, r->error_code, r->termination,
-				r->cache, r->metadata, p->tmp.data, r->request_body,
-				r->response_body};
+				r->cache, r->metadata, NULL /* attempts, below */,
+				r->request_body, r->response_body};
 	struct text t[NTEXT];
 	struct buf *b = &p->copy;
 	size_t room = 2 + 6 * 12 + 2 * 8 + 2 * 5; /* the count; 8-, 4- and 1-byte values */
