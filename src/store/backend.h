@@ -98,7 +98,7 @@ void log_json_point(struct buf *out, const struct log_stats_point *p);
  *    More than LOG_STATS_MAX_POINTS points fails with "too many points ...". Points and totals
  *    get their p50/p95 from log_stats_percentiles() over per-bucket counts.
  */
-#define LOG_SCHEMA_VERSION 3
+#define LOG_SCHEMA_VERSION 4
 #define LOG_STATS_MAX_POINTS 10000
 #define LOG_LATENCY_BUCKETS 165   /* log_latency_bucket() returns 0..LOG_LATENCY_BUCKETS - 1 */
 

@@ -69,6 +69,8 @@ static const char *const migrations[LOG_SCHEMA_VERSION] = {
 	"DROP INDEX IF EXISTS requests_account, requests_model, requests_region, requests_provider,"
 	" requests_gateway, requests_status;"
 	"CREATE INDEX IF NOT EXISTS requests_id ON requests(id);",
+	/* 4: SQLite keeps repeated strings once (log_strings); nothing here changed */
+	"SELECT 1",
 };
 
 #define COLS_LIST                                                                                 \

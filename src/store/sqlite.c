@@ -47,6 +47,11 @@ enum {
 /* json_extract() paths of the view, as text (SQLite only takes literals there) */
 #define J(i) "json_extract(r, '$[" STR(i) "]')"
 #define A(i) "json_extract(a.value, '$[" STR(i) "]')"
+/* the same for a field that may hold a string's id in log_strings */
+#define S(i) "(CASE json_type(r, '$[" STR(i) "]') WHEN 'integer' THEN (SELECT s FROM log_strings" \
+	" WHERE id = " J(i) ") ELSE " J(i) " END)"
+#define SA(i) "(CASE json_type(a.value, '$[" STR(i) "]') WHEN 'integer' THEN (SELECT s FROM" \
+	" log_strings WHERE id = " A(i) ") ELSE " A(i) " END)"
 
 /*
  * Migrations: migrations[i] takes a file from version i to i + 1, all in the transaction that
@@ -103,6 +108,25 @@ static const char *const migrations[LOG_SCHEMA_VERSION] = {
 
 	/* 3: PostgreSQL's indexes changed; nothing here did */
 	"SELECT 1",
+
+	/* 4: the strings records repeat are kept once, in log_strings, and a record holds the
+	 * id (a JSON integer) where the string was; a string may still be in the record as text
+	 * (every one of a version 2 row is), and the view reads either */
+	"CREATE TABLE log_strings(id INTEGER PRIMARY KEY, s TEXT NOT NULL UNIQUE);"
+	"DROP VIEW requests;"
+	"CREATE VIEW requests AS SELECT " J(0) " AS id, (k - (k & 1023)) / " STR(K_SHIFT) " AS ts_us, "
+	S(1) " AS account, " S(2) " AS gateway, " S(3) " AS provider, " S(4) " AS model, "
+	S(14) " AS model_served, " S(15) " AS endpoint, " S(16) " AS region_requested, "
+	S(5) " AS region, " S(17) " AS method, " S(18) " AS path, " S(19) " AS surface, "
+	J(20) " AS stream, " J(6) " AS status, " S(12) " AS error_code, " S(7) " AS termination, "
+	J(21) " AS latency_us, " J(22) " AS ttfb_us, " J(8) " AS latency_bucket, "
+	J(9) " AS tokens_in, " J(10) " AS tokens_out, " J(23) " AS tokens_estimated, cost_usd, "
+	S(11) " AS cache, " J(13) " AS metadata,"
+	" CASE json_type(r, '$[24]') WHEN 'text' THEN " J(24) " ELSE (SELECT json_group_array("
+	"json_object('region', " SA(0) ", 'deployment', " SA(1) ", 'model', " SA(2) ","
+	" 'status', nullif(" A(3) ", 0), 'error', " SA(4) ", 'ms', " A(5) "))"
+	" FROM json_each(r, '$[24]') a) END AS attempts,"
+	" request_body, response_body FROM requests_data;",
 };
 
 /* A row waiting for the writer's next multi-row INSERT: its r is at off in sq.rows. */
@@ -112,9 +136,44 @@ struct pend {
 	size_t off, len;
 };
 
+/*
+ * The writer's strings of log_strings: id by text (open addressing), the ids it gave in the
+ * transaction under way (inserted before its commit), and per field the last string it saw,
+ * which is the next record's most of the time (one strcmp instead of a hash).
+ */
+struct istr {
+	char *s;             /* owned */
+	uint32_t hash;
+	int64_t id;
+};
+
+enum { SLOT_ATTEMPT = NF, NSLOT = NF + 4 }; /* the fields of a record, then an attempt's four */
+
+struct strings {
+	struct istr *slots;
+	size_t cap, n;
+	int64_t max_id;      /* the greatest id of the table (ours included) */
+	struct istr *fresh;  /* the ids given since the last commit (s: the slot's) */
+	size_t nfresh, capfresh;
+	struct {
+		const char *s;   /* a slot's s */
+		int64_t id;
+	} last[NSLOT];
+};
+
+/* The reader's: text by id (dense from 1: the writer gives max_id + 1). */
+struct dict {
+	char **s;
+	size_t cap;
+	int64_t max_id;
+};
+
 struct sq {
 	sqlite3 *db;
 	sqlite3_stmt *insert, *insert_n, *maxk, *begin, *commit, *rollback, *prune;
+	sqlite3_stmt *str_max, *str_load, *str_insert;
+	struct strings strs;
+	struct dict dict;
 	sqlite3_stmt *get, *scan_desc, *scan;
 	struct buf tmp;               /* the writer's r; the reader's decoded strings */
 	struct buf rows;              /* the r of the pending rows */
@@ -158,6 +217,189 @@ static int run(sqlite3_stmt *st)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* ---- strings kept once ------------------------------------------------------------------ */
+
+/*
+ * A record is mostly strings every record repeats: the provider, model, region, path, a
+ * deployment's URL... Each is kept once in log_strings and a record holds its id in its place,
+ * so a record takes ~110 bytes where it took ~230; the writer pays by the byte (the kernel's
+ * copies into the WAL, then into the file at the checkpoint), so that is ~40% of its time. A
+ * string longer than INTERN_LEN, or a new one once INTERN_MAX are kept (a flood of distinct
+ * paths, say), stays in the record as text, as every string of a version 2 row does; readers
+ * take either. The ids and the records that use them are committed together.
+ */
+#define INTERN_LEN 64
+#define INTERN_MAX 65536
+#define DICT_ID_MAX (INTERN_MAX * 16) /* a reader's bound on an id: its table is an array */
+
+static uint32_t str_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+/* Forgets every string: after a rollback the ids it gave are not in the table. */
+static void strings_clear(struct strings *m)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		free(m->slots[i].s);
+	if (m->slots)
+		memset(m->slots, 0, m->cap * sizeof(*m->slots));
+	m->n = 0;
+	m->max_id = 0;
+	m->nfresh = 0;
+	memset(m->last, 0, sizeof(m->last));
+}
+
+/* The slot of s (hash h): where it is, or the free one it would take. */
+static size_t strings_find(const struct strings *m, const char *s, uint32_t h)
+{
+	size_t i = h & (m->cap - 1);
+
+	while (m->slots[i].s && (m->slots[i].hash != h || strcmp(m->slots[i].s, s) != 0))
+		i = (i + 1) & (m->cap - 1);
+	return i;
+}
+
+/* Adds s with id (s not there); the slot it took. */
+static size_t strings_put(struct strings *m, const char *s, size_t len, uint32_t h, int64_t id)
+{
+	size_t i;
+
+	if (2 * (m->n + 1) > m->cap) {
+		struct istr *old = m->slots;
+		size_t ocap = m->cap;
+		m->cap = ocap ? ocap * 2 : 64;
+		m->slots = xcalloc(m->cap, sizeof(*m->slots));
+		for (size_t j = 0; j < ocap; j++)
+			if (old[j].s)
+				m->slots[strings_find(m, old[j].s, old[j].hash)] = old[j];
+		free(old);
+		/* the per-field cache points at the strings, which did not move */
+	}
+	i = strings_find(m, s, h);
+	m->slots[i] = (struct istr){xstrndup(s, len), h, id};
+	m->n++;
+	if (id > m->max_id)
+		m->max_id = id;
+	return i;
+}
+
+/* The id s goes in a record as, or 0: it stays text. slot: the field it is in. */
+static int64_t intern(struct strings *m, int slot, const char *s)
+{
+	size_t len, i;
+	uint32_t h;
+
+	if (m->last[slot].s && strcmp(m->last[slot].s, s) == 0)
+		return m->last[slot].id;
+	len = strlen(s);
+	if (len == 0 || len > INTERN_LEN)
+		return 0;
+	h = str_hash(s, len);
+	if (m->cap && m->slots[i = strings_find(m, s, h)].s) {
+		/* found */
+	} else if (m->n >= INTERN_MAX) {
+		return 0;
+	} else {
+		i = strings_put(m, s, len, h, m->max_id + 1);
+		if (m->nfresh == m->capfresh) {
+			m->capfresh = m->capfresh ? m->capfresh * 2 : 16;
+			m->fresh = xrealloc(m->fresh, m->capfresh * sizeof(*m->fresh));
+		}
+		m->fresh[m->nfresh++] = m->slots[i];
+	}
+	m->last[slot].s = m->slots[i].s;
+	m->last[slot].id = m->slots[i].id;
+	return m->slots[i].id;
+}
+
+/* Under the write lock: the strings another process added since we looked, if any. */
+static int strings_sync(struct sq *s)
+{
+	struct strings *m = &s->strs;
+	int64_t max = 0;
+	int rc;
+
+	if (sqlite3_step(s->str_max) == SQLITE_ROW)
+		max = sqlite3_column_int64(s->str_max, 0);
+	rc = sqlite3_reset(s->str_max);
+	if (rc != SQLITE_OK)
+		return -1;
+	if (max == m->max_id)
+		return 0;
+	if (max < m->max_id)
+		strings_clear(m); /* some were deleted: read them all again */
+	sqlite3_bind_int64(s->str_load, 1, m->max_id);
+	while ((rc = sqlite3_step(s->str_load)) == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(s->str_load, 1);
+		size_t len = (size_t)sqlite3_column_bytes(s->str_load, 1);
+		uint32_t h;
+		if (!t)
+			continue;
+		h = str_hash(t, len);
+		if (!m->cap || !m->slots[strings_find(m, t, h)].s)
+			strings_put(m, t, len, h, sqlite3_column_int64(s->str_load, 0));
+	}
+	sqlite3_reset(s->str_load);
+	if (rc != SQLITE_DONE)
+		return -1;
+	m->max_id = max;
+	return 0;
+}
+
+/* The ids given in this transaction into log_strings, before its commit. */
+static int strings_flush(struct sq *s)
+{
+	struct strings *m = &s->strs;
+
+	for (size_t i = 0; i < m->nfresh; i++) {
+		const struct istr *e = &m->fresh[i];
+		sqlite3_bind_int64(s->str_insert, 1, e->id);
+		sqlite3_bind_text(s->str_insert, 2, e->s, -1, SQLITE_STATIC);
+		if (run(s->str_insert) < 0)
+			return -1;
+	}
+	m->nfresh = 0;
+	return 0;
+}
+
+/* The reader's text of id, loading what the writer added since; NULL: not there. */
+static const char *dict_get(struct sq *s, int64_t id)
+{
+	struct dict *d = &s->dict;
+
+	if (id <= 0 || id > DICT_ID_MAX)
+		return NULL;
+	if (id > d->max_id) {
+		/* the scan's read transaction is this one's: the strings its rows use are seen */
+		sqlite3_bind_int64(s->str_load, 1, d->max_id);
+		while (sqlite3_step(s->str_load) == SQLITE_ROW) {
+			int64_t k = sqlite3_column_int64(s->str_load, 0);
+			const char *t = (const char *)sqlite3_column_text(s->str_load, 1);
+			if (k <= 0 || k > DICT_ID_MAX || !t)
+				continue;
+			if ((size_t)k >= d->cap) {
+				size_t ncap = d->cap ? d->cap : 64;
+				while (ncap <= (size_t)k)
+					ncap *= 2;
+				d->s = xrealloc(d->s, ncap * sizeof(*d->s));
+				memset(d->s + d->cap, 0, (ncap - d->cap) * sizeof(*d->s));
+				d->cap = ncap;
+			}
+			free(d->s[k]);
+			d->s[k] = xstrdup(t);
+			if (k > d->max_id)
+				d->max_id = k;
+		}
+		sqlite3_reset(s->str_load);
+	}
+	return (size_t)id < d->cap ? d->s[id] : NULL;
+}
+
 static void sq_free(struct sq *s)
 {
 	if (!s)
@@ -169,6 +411,15 @@ static void sq_free(struct sq *s)
 	sqlite3_finalize(s->commit);
 	sqlite3_finalize(s->rollback);
 	sqlite3_finalize(s->prune);
+	sqlite3_finalize(s->str_max);
+	sqlite3_finalize(s->str_load);
+	sqlite3_finalize(s->str_insert);
+	strings_clear(&s->strs);
+	free(s->strs.slots);
+	free(s->strs.fresh);
+	for (size_t i = 0; i < s->dict.cap; i++)
+		free(s->dict.s[i]);
+	free(s->dict.s);
 	sqlite3_finalize(s->get);
 	sqlite3_finalize(s->scan_desc);
 	sqlite3_finalize(s->scan);
@@ -310,6 +561,11 @@ static void *sq_open_writer(const char *spec, char *err, size_t errlen)
 		    &s->insert, err, errlen) < 0 ||
 	    prepare(s, s->rows.data, &s->insert_n, err, errlen) < 0 ||
 	    prepare(s, "SELECT max(k) FROM requests_data", &s->maxk, err, errlen) < 0 ||
+	    prepare(s, "SELECT coalesce(max(id), 0) FROM log_strings", &s->str_max, err, errlen) < 0 ||
+	    prepare(s, "SELECT id, s FROM log_strings WHERE id > ? ORDER BY id", &s->str_load, err,
+		    errlen) < 0 ||
+	    prepare(s, "INSERT INTO log_strings(id, s) VALUES(?, ?)", &s->str_insert, err,
+		    errlen) < 0 ||
 	    prepare(s, "BEGIN IMMEDIATE", &s->begin, err, errlen) < 0 ||
 	    prepare(s, "COMMIT", &s->commit, err, errlen) < 0 ||
 	    prepare(s, "ROLLBACK", &s->rollback, err, errlen) < 0 ||
@@ -366,17 +622,36 @@ static char *put_s(char *w, const char *s)
 	return w;
 }
 
+/* Two digits at a time: a record has ~20 numbers, most of them string ids of one digit. */
 static char *put_i(char *w, int64_t v)
 {
+	static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+				    "31323334353637383940414243444546474849505152535455565758596061"
+				    "6263646566676869707172737475767778798081828384858687888990919293"
+				    "949596979899";
 	char tmp[24];
 	size_t k = sizeof(tmp);
 	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
 
+	if (u < 10) {
+		if (v < 0)
+			*w++ = '-';
+		w[0] = (char)('0' + u);
+		w[1] = ',';
+		return w + 2;
+	}
 	tmp[--k] = ',';
-	do {
-		tmp[--k] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
+	while (u >= 100) {
+		k -= 2;
+		memcpy(tmp + k, pairs + 2 * (u % 100), 2);
+		u /= 100;
+	}
+	if (u >= 10) {
+		k -= 2;
+		memcpy(tmp + k, pairs + 2 * u, 2);
+	} else {
+		tmp[--k] = (char)('0' + u);
+	}
 	if (v < 0)
 		tmp[--k] = '-';
 	memcpy(w, tmp + k, sizeof(tmp) - k);
@@ -393,44 +668,69 @@ static size_t room_s(const char *s)
 	return s ? 6 * strlen(s) + 3 : 5;
 }
 
-/* Appends r in the F_ order; each put_ leaves a comma, which the closing bracket replaces. */
-static void encode_to(struct buf *b, const struct log_record *r)
+/* A string field: its id in log_strings, or its text. Room: room_s() + 21. */
+static char *put_f(char *w, struct strings *m, int slot, const char *s)
 {
-	const char *const strs[] = {r->id, r->account, r->gateway, r->provider, r->model,
-				    r->region, r->termination, r->cache, r->error_code, r->metadata,
-				    r->model_served, r->endpoint, r->region_requested, r->method,
-				    r->path, r->surface};
-	size_t room = 8 * 21 + 8;
+	int64_t id = s ? intern(m, slot, s) : 0;
+
+	return id ? put_i(w, id) : put_s(w, s);
+}
+
+/* Appends r in the F_ order; each put_ leaves a comma, which the closing bracket replaces. */
+static void encode_to(struct sq *q, struct buf *b, const struct log_record *r)
+{
+	/* the string fields by F_ position, and what each goes as: its id, or 0 (text) */
+	const char *sv[NF] = {
+		[F_ID] = r->id, [F_ACCOUNT] = r->account, [F_GATEWAY] = r->gateway,
+		[F_PROVIDER] = r->provider, [F_MODEL] = r->model, [F_REGION] = r->region,
+		[F_TERMINATION] = r->termination, [F_CACHE] = r->cache,
+		[F_ERROR_CODE] = r->error_code, [F_METADATA] = r->metadata,
+		[F_MODEL_SERVED] = r->model_served, [F_ENDPOINT] = r->endpoint,
+		[F_REGION_REQUESTED] = r->region_requested, [F_METHOD] = r->method,
+		[F_PATH] = r->path, [F_SURFACE] = r->surface,
+	};
+	static const int kept[] = {F_ACCOUNT, F_GATEWAY, F_PROVIDER, F_MODEL, F_REGION,
+				   F_TERMINATION, F_CACHE, F_ERROR_CODE, F_MODEL_SERVED, F_ENDPOINT,
+				   F_REGION_REQUESTED, F_METHOD, F_PATH, F_SURFACE};
+	int64_t id[NF] = {0};
+	size_t room = NF * 21 + 8 + room_s(r->id) + room_s(r->metadata);
+	struct strings *m = &q->strs;
 	char *w;
 
-	for (size_t i = 0; i < ARRAY_SIZE(strs); i++)
-		room += room_s(strs[i]);
+	/* interned first: a string seen in its field before costs a strcmp, not a strlen */
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++) {
+		int f = kept[i];
+		if (sv[f] && !(id[f] = intern(m, f, sv[f])))
+			room += room_s(sv[f]);
+	}
 	for (size_t i = 0; i < r->nattempts; i++)
 		room += room_s(r->attempts[i].region) + room_s(r->attempts[i].deployment) +
-			room_s(r->attempts[i].model) + room_s(r->attempts[i].error) + 2 * 21 + 2;
+			room_s(r->attempts[i].model) + room_s(r->attempts[i].error) + 6 * 21 + 2;
 	buf_reserve(b, room);
 	w = b->data + b->len;
+#define PUT(f) (w = id[f] ? put_i(w, id[f]) : put_s(w, sv[f]))
 	*w++ = '[';
-	w = put_s(w, r->id);
-	w = put_s(w, r->account);
-	w = put_s(w, r->gateway);
-	w = put_s(w, r->provider);
-	w = put_s(w, r->model);
-	w = put_s(w, r->region);
+	PUT(F_ID);
+	PUT(F_ACCOUNT);
+	PUT(F_GATEWAY);
+	PUT(F_PROVIDER);
+	PUT(F_MODEL);
+	PUT(F_REGION);
 	w = put_i(w, r->status);
-	w = put_s(w, r->termination);
+	PUT(F_TERMINATION);
 	w = put_i(w, log_latency_bucket(r->latency_us));
 	w = put_i(w, clamp_u64(r->tokens_in));
 	w = put_i(w, clamp_u64(r->tokens_out));
-	w = put_s(w, r->cache);
-	w = put_s(w, r->error_code);
-	w = put_s(w, r->metadata);
-	w = put_s(w, r->model_served);
-	w = put_s(w, r->endpoint);
-	w = put_s(w, r->region_requested);
-	w = put_s(w, r->method);
-	w = put_s(w, r->path);
-	w = put_s(w, r->surface);
+	PUT(F_CACHE);
+	PUT(F_ERROR_CODE);
+	PUT(F_METADATA);
+	PUT(F_MODEL_SERVED);
+	PUT(F_ENDPOINT);
+	PUT(F_REGION_REQUESTED);
+	PUT(F_METHOD);
+	PUT(F_PATH);
+	PUT(F_SURFACE);
+#undef PUT
 	w = put_i(w, r->stream);
 	w = put_i(w, clamp_u64(r->latency_us));
 	w = put_i(w, clamp_u64(r->ttfb_us));
@@ -439,11 +739,11 @@ static void encode_to(struct buf *b, const struct log_record *r)
 	for (size_t i = 0; i < r->nattempts; i++) {
 		const struct log_attempt *a = &r->attempts[i];
 		*w++ = '[';
-		w = put_s(w, a->region);
-		w = put_s(w, a->deployment);
-		w = put_s(w, a->model);
+		w = put_f(w, m, SLOT_ATTEMPT + 0, a->region);
+		w = put_f(w, m, SLOT_ATTEMPT + 1, a->deployment);
+		w = put_f(w, m, SLOT_ATTEMPT + 2, a->model);
 		w = put_i(w, a->status);
-		w = put_s(w, a->error);
+		w = put_f(w, m, SLOT_ATTEMPT + 3, a->error);
 		w = put_i(w, a->ms);
 		w[-1] = ']';
 		*w++ = ',';
@@ -482,7 +782,7 @@ static int insert_one(struct sq *s, const struct log_record *r, int64_t *ts, int
 	if (*n >= K_SHIFT)
 		return -2;
 	buf_reset(&s->tmp);
-	encode_to(&s->tmp, r);
+	encode_to(s, &s->tmp, r);
 	bind_row(st, 0, r, 0, s->tmp.data, s->tmp.len);
 	for (;;) {
 		int rc;
@@ -582,6 +882,10 @@ static int sq_write(void *h, struct log_record *const *recs, size_t n, char *err
 	if (sqlite3_step(s->maxk) == SQLITE_ROW && sqlite3_column_type(s->maxk, 0) != SQLITE_NULL)
 		maxk = sqlite3_column_int64(s->maxk, 0);
 	sqlite3_reset(s->maxk);
+	if (strings_sync(s) < 0) {
+		fail(err, errlen, s->db, "cannot read the log store's strings", NULL);
+		goto rollback;
+	}
 	s->npend = 0;
 	buf_reset(&s->rows);
 	for (size_t i = 0; i < n; i++) {
@@ -621,7 +925,7 @@ static int sq_write(void *h, struct log_record *const *recs, size_t n, char *err
 			p->r = r;
 			p->k = ts * K_SHIFT + kn;
 			p->off = s->rows.len;
-			encode_to(&s->rows, r);
+			encode_to(s, &s->rows, r);
 			p->len = s->rows.len - p->off;
 			maxk = p->k;
 			if (s->npend == GROUP && flush(s) < 0) {
@@ -636,6 +940,10 @@ static int sq_write(void *h, struct log_record *const *recs, size_t n, char *err
 		fail(err, errlen, s->db, "cannot insert log records", NULL);
 		goto rollback;
 	}
+	if (strings_flush(s) < 0) {
+		fail(err, errlen, s->db, "cannot insert log strings", NULL);
+		goto rollback;
+	}
 	if (run(s->commit) < 0) {
 		fail(err, errlen, s->db, "cannot commit log records", NULL);
 		goto rollback;
@@ -645,6 +953,8 @@ rollback:
 	/* some errors (disk full, I/O) have rolled back already */
 	if (!sqlite3_get_autocommit(s->db))
 		run(s->rollback);
+	/* the ids given in it are not in the table: the next write reads it again */
+	strings_clear(&s->strs);
 	return -1;
 }
 
@@ -849,7 +1159,23 @@ static char *unescape(const struct span *s, char **o)
 	return start;
 }
 
-/* A row read back: the fields as a record whose strings live in the reader's buffer. */
+/* A string field read back: its text (decoded at *o), the string of its id, or NULL (null);
+ * an id not in log_strings sets *bad. */
+static const char *field_str(struct sq *s, const struct span *sp, char **o, bool *bad)
+{
+	const char *t;
+
+	if (sp->kind == 's')
+		return unescape(sp, o);
+	if (sp->kind != '0')
+		return NULL;
+	if (!(t = dict_get(s, span_int(sp))))
+		*bad = true;
+	return t;
+}
+
+/* A row read back: the fields as a record whose strings live in the reader's buffer (or the
+ * reader's strings). */
 struct row {
 	struct span sp[NF];
 	int n;              /* fields scanned */
@@ -880,7 +1206,8 @@ static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto, uns
 	buf_reset(&s->tmp);
 	buf_reserve(&s->tmp, len + 1);
 	o = s->tmp.data;
-#define STRF(f) ((f) < upto && (need >> (f) & 1) && w->sp[f].kind == 's' ? unescape(&w->sp[f], &o) : NULL)
+	bool bad = false;
+#define STRF(f) ((f) < upto && (need >> (f) & 1) ? field_str(s, &w->sp[f], &o, &bad) : NULL)
 	const char *id = STRF(F_ID);
 	snprintf(w->r.id, sizeof(w->r.id), "%s", id ? id : "");
 	w->r.ts_us = ts_of(w->k);
@@ -898,7 +1225,7 @@ static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto, uns
 	w->r.metadata = STRF(F_METADATA);
 	w->r.cost_usd = sqlite3_column_double(st, 1);
 	if (upto < NF)
-		return 0;
+		return bad ? -1 : 0;
 	w->r.model_served = STRF(F_MODEL_SERVED);
 	w->r.endpoint = STRF(F_ENDPOINT);
 	w->r.region_requested = STRF(F_REGION_REQUESTED);
@@ -932,11 +1259,11 @@ static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto, uns
 					free(as);
 				return -1;
 			}
-			at->region = f[0].kind == 's' ? unescape(&f[0], &o) : NULL;
-			at->deployment = f[1].kind == 's' ? unescape(&f[1], &o) : NULL;
-			at->model = f[2].kind == 's' ? unescape(&f[2], &o) : NULL;
+			at->region = field_str(s, &f[0], &o, &bad);
+			at->deployment = field_str(s, &f[1], &o, &bad);
+			at->model = field_str(s, &f[2], &o, &bad);
 			at->status = (int)span_int(&f[3]);
-			at->error = f[4].kind == 's' ? unescape(&f[4], &o) : NULL;
+			at->error = field_str(s, &f[4], &o, &bad);
 			at->ms = (uint32_t)span_int(&f[5]);
 		}
 		if (as != few)
@@ -945,6 +1272,8 @@ static int row_read(struct sq *s, sqlite3_stmt *st, struct row *w, int upto, uns
 		w->r.nattempts = na;
 	}
 #undef STRF
+	if (bad)
+		return -1;
 	if (sqlite3_column_count(st) > 3) {
 		w->r.request_body = (const char *)sqlite3_column_text(st, 3);
 		w->r.response_body = (const char *)sqlite3_column_text(st, 4);
@@ -994,7 +1323,9 @@ static void *sq_open_reader(const char *spec, char *err, size_t errlen)
 		       " DESC",
 		    &s->scan_desc, err, errlen) < 0 ||
 	    prepare(s, "SELECT k, cost_usd, r FROM requests_data WHERE k >= ? AND k < ? ORDER BY k",
-		    &s->scan, err, errlen) < 0)
+		    &s->scan, err, errlen) < 0 ||
+	    prepare(s, "SELECT id, s FROM log_strings WHERE id > ? ORDER BY id", &s->str_load, err,
+		    errlen) < 0)
 		goto fail;
 	return s;
 fail:

@@ -920,6 +920,129 @@ static void test_sqlite_migrate(void **state)
 	rm_db();
 }
 
+/* One record read back through a reader equals the JSON made from the record itself. */
+static void assert_reads_back(struct log_reader *rd, const struct log_record *r)
+{
+	struct buf b = BUF_INIT, want = BUF_INIT;
+	char err[256];
+
+	if (log_get(rd, r->id, &b, err, sizeof(err)) != 0)
+		fail_msg("get %s: %s", r->id, err);
+	log_json_record(&want, r, NULL, true);
+	assert_string_equal(b.data, want.data);
+	buf_release(&b);
+	buf_release(&want);
+}
+
+static void write_ok(void *h, struct log_record **r, size_t n)
+{
+	char err[256];
+
+	if (log_sqlite_ops.write(h, r, n, err, sizeof(err)) != 0)
+		fail_msg("write: %s", err);
+}
+
+/*
+ * Strings kept once (log_strings): two writers on one file give ids that agree, a reader
+ * opened before them reads strings added after, a rolled back batch leaves no id behind,
+ * and a long string, or a new one once the table is full, stays text in the record.
+ */
+static void test_sqlite_strings(void **state)
+{
+	enum { CAP = 65536 };
+	struct log_reader *rd;
+	struct log_record *r[8], *flood[1000];
+	char err[256], id[48], path[96];
+	void *a, *b;
+	sqlite3 *db;
+	int64_t ts = 1700000000000000;
+
+	tmp_db("strings.db");
+	rm_db();
+	assert_non_null(a = log_sqlite_ops.open_writer(spec, err, sizeof(err)));
+	assert_non_null(b = log_sqlite_ops.open_writer(spec, err, sizeof(err)));
+	assert_int_equal(log_reader_open(spec, &rd, err, sizeof(err)), 0);
+	for (int i = 0; i < 8; i++) {
+		snprintf(id, sizeof(id), "str-%d", i);
+		r[i] = mk(ts + i, id, i);
+	}
+	r[0]->model = r[2]->model = "m-a";
+	r[1]->model = r[3]->model = "m-b";
+	r[4]->model = "m-c";
+	write_ok(a, &r[0], 1);
+	write_ok(b, &r[1], 2); /* m-b new, m-a A's */
+	write_ok(a, &r[3], 2); /* m-b B's, m-c new */
+	for (int i = 0; i < 5; i++)
+		assert_reads_back(rd, r[i]);
+
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(count_sql(db, "SELECT count(*) FROM log_strings WHERE s IN ('m-a', 'm-b',"
+				       " 'm-c')"),
+			 3);
+	/* a record holds the id of a string, and the view shows the string */
+	assert_int_equal(count_sql(db, "SELECT count(*) FROM requests_data WHERE"
+				       " json_type(r, '$[4]') = 'integer'"),
+			 5);
+	assert_int_equal(count_rows("WHERE model = 'm-a' AND path = '/v1/chat/completions'"), 2);
+
+	/* a batch rolled back after it gave m-new an id: the next one gives it again */
+	assert_int_equal(sqlite3_exec(db, "CREATE TRIGGER boom BEFORE INSERT ON requests_data WHEN"
+					  " json_extract(NEW.r, '$[0]') = 'str-5' BEGIN"
+					  " SELECT RAISE(ABORT, 'boom'); END",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	r[5]->model = r[6]->model = "m-new";
+	assert_int_equal(log_sqlite_ops.write(a, &r[5], 1, err, sizeof(err)), -1);
+	assert_int_equal(count_sql(db, "SELECT count(*) FROM log_strings WHERE s = 'm-new'"), 0);
+	assert_int_equal(sqlite3_exec(db, "DROP TRIGGER boom", NULL, NULL, NULL), SQLITE_OK);
+	write_ok(b, &r[6], 1); /* B gives m-new the id A had given */
+	write_ok(a, &r[5], 1);
+	assert_reads_back(rd, r[5]);
+	assert_reads_back(rd, r[6]);
+	assert_int_equal(count_sql(db, "SELECT count(*) FROM log_strings WHERE s = 'm-new'"), 1);
+
+	/* longer than 64 bytes: text in the record */
+	memset(path, 'p', 65);
+	path[0] = '/';
+	path[65] = '\0';
+	r[7]->path = path;
+	write_ok(a, &r[7], 1);
+	assert_reads_back(rd, r[7]);
+	assert_int_equal(count_sql(db, "SELECT count(*) FROM requests_data WHERE"
+				       " json_type(r, '$[18]') = 'text'"),
+			 1);
+
+	/* a flood of distinct paths fills the table to its bound; then they stay text */
+	int64_t before = count_sql(db, "SELECT count(*) FROM log_strings");
+	for (int n = 0; n < CAP + 2000; n += 1000) {
+		for (int i = 0; i < 1000; i++) {
+			snprintf(id, sizeof(id), "flood-%d", n + i);
+			flood[i] = mk(ts + 1000 + n + i, id, i);
+			snprintf(path, sizeof(path), "/v1/files/file-%d", n + i);
+			flood[i]->path = xstrdup(path);
+		}
+		write_ok(a, flood, 1000);
+		for (int i = 0; i < 1000; i++) {
+			if (n + i == CAP + 1999)
+				assert_reads_back(rd, flood[i]);
+			free((char *)flood[i]->path);
+			log_record_free(flood[i]);
+		}
+	}
+	assert_int_equal(count_sql(db, "SELECT count(*) FROM log_strings"), CAP);
+	assert_true(count_sql(db, "SELECT count(*) FROM requests_data WHERE"
+				  " json_type(r, '$[18]') = 'text'") >= 2000 + before - 1);
+	assert_int_equal(count_rows("WHERE path = '/v1/files/file-67535'"), 1);
+	sqlite3_close(db);
+
+	for (int i = 0; i < 8; i++)
+		log_record_free(r[i]);
+	log_sqlite_ops.close_writer(a);
+	log_sqlite_ops.close_writer(b);
+	log_reader_close(rd);
+	rm_db();
+}
+
 /* A store that is away (here: a file locked by another connection) keeps the records. */
 static void test_sqlite_locked(void **state)
 {
@@ -1594,6 +1717,7 @@ int main(void)
 		cmocka_unit_test(test_sqlite_writer),
 		cmocka_unit_test(test_sqlite_migrate),
 		cmocka_unit_test(test_sqlite_same_us),
+		cmocka_unit_test(test_sqlite_strings),
 		cmocka_unit_test(test_sqlite_locked),
 		cmocka_unit_test(test_sqlite_retention),
 		cmocka_unit_test(test_sqlite_query),

@@ -871,7 +871,7 @@ static void test_migrate_v2(void **state)
 	r[1] = mk(1700000000000003, "m-3", 2);
 	if (log_pg_ops.write(h, r, 2, err, sizeof(err)) != 0)
 		fail_msg("write: %s", err);
-	assert_int_equal(sql_int(c, "SELECT version FROM meridian_schema"), 3);
+	assert_int_equal(sql_int(c, "SELECT version FROM meridian_schema"), LOG_SCHEMA_VERSION);
 	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"
 				    " AND indexname IN ('requests_ts', 'requests_id')"), 2);
 	assert_int_equal(sql_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = 'requests'"), 2);
