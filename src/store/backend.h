@@ -10,8 +10,8 @@
 #include "store/logs.h"
 
 /*
- * The schema both stores answer for (version 2; a table meridian_schema(version) records it,
- * and a store migrates older versions forward at open):
+ * The schema both stores answer for (LOG_SCHEMA_VERSION; a table meridian_schema(version)
+ * records it, and a store migrates older versions forward at open):
  *
  *   requests(
  *     id TEXT NOT NULL,               -- the request id (a client may reuse one: not unique)
@@ -25,8 +25,9 @@
  *     request_body TEXT, response_body TEXT)
  *
  * PostgreSQL stores it as this table, with an index on (ts_us, id) covering what stats read
- * and a few per filter. SQLite (version 2) stores one b-tree keyed by time, each record as one
- * JSON array, and shows this table as a view (docs/internals/logs.md): every index costs every
+ * and a few per filter. SQLite stores one b-tree keyed by time, each record as one JSON array
+ * (its repeated strings as ids of a table of strings), and shows this table as a view
+ * (docs/internals/logs.md): every index costs every
  * request on its writer thread, which shares the CPU with the workers. Either way a filtered
  * page or a stats query over a million records stays under a second. PostgreSQL may keep
  * (id, ts_us) unique, to ignore a batch replayed after a commit whose answer was lost.
