@@ -280,6 +280,7 @@ static const struct dir server_dirs[] = {               /* struct conf_server */
 	K("keepalive_timeout",  T_DURATION,  conf_server, keepalive_timeout_ms, .min = 1),
 	K("send_timeout",       T_DURATION,  conf_server, send_timeout_ms, .min = 1),
 	K("stream_buffer",      T_SIZE,      conf_server, stream_buffer, .min = 1),
+	K("busy_poll",          T_DURATION,  conf_server, busy_poll_ms),
 	{0},
 };
 

@@ -146,6 +146,8 @@ struct conf_server {
 	uint64_t keepalive_timeout_ms;  /* default 75 s */
 	uint64_t send_timeout_ms;       /* default 60 s */
 	uint64_t stream_buffer;         /* per-stream high-water mark, default 256 KiB */
+	uint64_t busy_poll_ms;          /* 0: off (default); else a worker polls without sleeping
+					 * while requests are in flight and this long after */
 };
 
 struct conf_price {

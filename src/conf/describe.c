@@ -311,6 +311,14 @@ static void describe_routing(const struct conf *c, struct buf *out)
 	fmt_size(a, sizeof(a), s->stream_buffer);
 	label(out, 2, "stream_buffer");
 	buf_appendf(out, "%s\n", a);
+	label(out, 2, "busy_poll");
+	if (s->busy_poll_ms) {
+		fmt_duration(a, sizeof(a), s->busy_poll_ms);
+		buf_appendf(out, "on: a worker polls without sleeping while requests are in flight"
+				 " and %s after\n", a);
+	} else {
+		buf_puts(out, "off\n");
+	}
 }
 
 static void describe_backends(const struct conf *c, struct buf *out)

@@ -37,6 +37,8 @@ struct gw_worker {
 	bool closing;                     /* gw_worker_close() runs: no new upstream work */
 	uv_check_t flush_check;           /* sends response headers held back (gateway.c) */
 	struct gw_req *flush_list;
+	uv_idle_t spin;                   /* server.busy_poll: active, the loop never sleeps */
+	uint64_t last_end_ms;             /* loop time the last request in flight ended */
 };
 
 /* Creates the upstream pool and a listener for every conf listen entry on loop. Returns 0 or a

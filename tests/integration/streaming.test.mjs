@@ -3,6 +3,7 @@
 // upstream instead of filling the gateway's memory.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import {
@@ -149,3 +150,52 @@ describe('streaming', () => {
 		await waitFor(async () => (await s.mock.stats()).inflight === 0, { timeoutMs: 2000, what: 'mock inflight 0' });
 	});
 });
+
+/* CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid) {
+	const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+	const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+	return (Number(f[11]) + Number(f[12])) / 100; // utime, stime: fields 14 and 15, in ticks
+}
+
+/* The share of one core pid used during fn(). */
+async function cpuShare(pid, fn) {
+	const c0 = cpuSeconds(pid);
+	const t0 = Date.now();
+	await fn();
+	return (cpuSeconds(pid) - c0) / ((Date.now() - t0) / 1000);
+}
+
+// server.busy_poll: the worker polls without sleeping while a request is in flight and for
+// busy_poll after, then sleeps again; off, a stream costs the gateway next to nothing
+for (const busy of ['300ms', null]) {
+	describe(`server.busy_poll ${busy ?? 'off'}`, () => {
+		let s;
+		before(async () => {
+			s = await startStack({ gateway: { server: { workers: 1, ...(busy ? { busy_poll: busy } : {}) } } });
+		});
+		after(() => s?.stop());
+
+		test(busy ? 'polls while a stream is in flight and shortly after, then sleeps'
+			: 'a stream in flight leaves the gateway asleep between events', async () => {
+			const pid = s.gw.proc.pid;
+			const idle = await cpuShare(pid, () => sleep(600));
+			assert.ok(idle < 0.15, `idle before: ${idle.toFixed(2)} of a core`);
+			let st;
+			const during = await cpuShare(pid, async () => {
+				st = openStream(s.port, chatRequest({ stream: true, extra: ['x-mock-tokens: 30', 'x-mock-tokens-per-sec: 20', 'x-mock-ttft-ms: 0'] }));
+				await st.done;
+			});
+			const end = await st.done;
+			assert.ok(end.complete, `the stream ended cleanly: ${end.text.slice(-300)}`);
+			assert.equal(contentEvents(st.events).length, 30);
+			if (busy)
+				assert.ok(during > 0.4, `during the stream: ${during.toFixed(2)} of a core`);
+			else
+				assert.ok(during < 0.15, `during the stream: ${during.toFixed(2)} of a core`);
+			await sleep(400); // past busy_poll
+			const after = await cpuShare(pid, () => sleep(600));
+			assert.ok(after < 0.15, `idle after: ${after.toFixed(2)} of a core`);
+		});
+	});
+}

@@ -174,6 +174,7 @@ static void test_design_example(void **state)
 	assert_int_equal(s->keepalive_timeout_ms, 75000);
 	assert_int_equal(s->send_timeout_ms, 60000);
 	assert_int_equal(s->stream_buffer, 256u << 10);
+	assert_int_equal(s->busy_poll_ms, 0);
 
 	conf_unref(c);
 }
@@ -246,6 +247,7 @@ static void test_full_fixture(void **state)
 	assert_int_equal(s->keepalive_timeout_ms, 4000);
 	assert_int_equal(s->send_timeout_ms, 5000);
 	assert_int_equal(s->stream_buffer, 64u << 10);
+	assert_int_equal(s->busy_poll_ms, 2);
 
 	assert_int_equal(c->cache_backend, CONF_BACKEND_REDIS);
 	assert_int_equal(c->cache_max_bytes, 1ull << 30);
