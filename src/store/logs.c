@@ -13,7 +13,7 @@
 #include "store/backend.h"
 #include "store/logs.h"
 
-#define BATCH_MAX 1024         /* records per write (one transaction) */
+#define BATCH_MAX 8192         /* records per write (one transaction); see docs/internals/logs.md */
 #define WAKE_MS 20             /* the writer's sleep when there is nothing to write */
 #define BACKOFF_MIN_MS 100     /* after a failed write; doubles up to BACKOFF_MAX_MS */
 #define BACKOFF_MAX_MS 5000
