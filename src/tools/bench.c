@@ -46,6 +46,8 @@ static const char usage_text[] =
 	"  --api openai|anthropic /v1/chat/completions (default) or /v1/messages\n"
 	"  --stream               streamed responses (TTFT and inter-token latency need it)\n"
 	"  --rate R               open loop: start R requests per second on schedule, whatever is in flight\n"
+	"  --arrivals uniform|poisson  with --rate: evenly spaced starts (default), or a Poisson process\n"
+	"                         (independent starts, exponential gaps of mean 1/R, from --seed)\n"
 	"  --concurrency C        closed loop: keep C requests in flight (with --rate: at most C in flight)\n"
 	"  --duration D           stop starting requests after D (seconds, or 500ms, 2m)\n"
 	"  --requests N           stop after N requests (default with neither: 10 s)\n"
@@ -57,7 +59,7 @@ static const char usage_text[] =
 	"  --timeout D            per request, start to last byte (default 300 s)\n"
 	"  --from schedule|start  latencies from each request's scheduled start (default) or from when\n"
 	"                         it was started (leaves the generator's own start lag out)\n"
-	"  --seed N               seed of the generated prompts (default 1)\n"
+	"  --seed N               seed of the generated prompts and of Poisson arrivals (default 1)\n"
 	"  --json                 print the results as JSON on stdout\n"
 	"  --report FILE.html     also write a self-contained HTML report with charts\n"
 	"  --progress             a progress line every second on stderr (default: when it is a terminal)\n"
@@ -120,6 +122,8 @@ struct bench {
 	uint64_t t0, deadline, t_last_done;
 	uint64_t t_count;         /* requests scheduled from then on are counted (end of warm-up) */
 	uint64_t next_index;
+	double next_arrival_s;    /* --arrivals poisson: the next start, in seconds from t0 */
+	uint64_t arrival_rng;
 	bool scheduling, closing, progress;
 	bool progress_tty;
 	struct bench_result res;
@@ -200,13 +204,15 @@ static int bad_arg(const char *opt, const char *val, const char *want)
 static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_slist **extra)
 {
 	enum { O_URL = 256, O_MODEL, O_API, O_STREAM, O_RATE, O_CONC, O_DUR, O_WARMUP, O_REQS, O_PROMPTS, O_PTOK,
-	       O_MAXTOK, O_HEADER, O_TIMEOUT, O_FROM, O_SEED, O_JSON, O_REPORT, O_PROGRESS, O_NOPROGRESS };
+	       O_MAXTOK, O_HEADER, O_TIMEOUT, O_FROM, O_SEED, O_JSON, O_REPORT, O_PROGRESS, O_NOPROGRESS,
+	       O_ARRIVALS };
 	static const struct option opts[] = {
 		{"url", required_argument, NULL, O_URL},
 		{"model", required_argument, NULL, O_MODEL},
 		{"api", required_argument, NULL, O_API},
 		{"stream", no_argument, NULL, O_STREAM},
 		{"rate", required_argument, NULL, O_RATE},
+		{"arrivals", required_argument, NULL, O_ARRIVALS},
 		{"concurrency", required_argument, NULL, O_CONC},
 		{"duration", required_argument, NULL, O_DUR},
 		{"requests", required_argument, NULL, O_REQS},
@@ -310,6 +316,14 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 			if (parse_secs(a, &o->timeout_s) < 0)
 				return bad_arg("--timeout", a, "a duration: 300, 30s, 500ms, 2m");
 			break;
+		case O_ARRIVALS:
+			if (!strcmp(a, "uniform"))
+				o->poisson = false;
+			else if (!strcmp(a, "poisson"))
+				o->poisson = true;
+			else
+				return bad_arg("--arrivals", a, "uniform or poisson");
+			break;
 		case O_FROM:
 			if (!strcmp(a, "schedule"))
 				o->from_start = false;
@@ -359,6 +373,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, struct curl_s
 	}
 	if (o->warmup_s > 0 && !o->duration_s) {
 		fprintf(stderr, "meridian bench: --warmup needs --duration (the warm-up is a time, not a count)\n");
+		return 2;
+	}
+	if (o->poisson && !o->rate) {
+		fprintf(stderr, "meridian bench: --arrivals poisson needs --rate (the arrivals' mean rate)\n");
 		return 2;
 	}
 	if (!o->rate && !o->concurrency)
@@ -979,6 +997,12 @@ static void end_cb(uv_timer_t *t)
 	run_end(container_of(t, struct bench, sched_timer));
 }
 
+/* A gap of a Poisson process of rate r: exponential, mean 1 / r. */
+static double exp_gap(uint64_t *rng, double r)
+{
+	return -log(1.0 - rng_unit(rng)) / r; // rng_unit is in [0, 1): the log is finite
+}
+
 static void pump(struct bench *b)
 {
 	const struct bench_opts *o = b->o;
@@ -992,7 +1016,10 @@ static void pump(struct bench *b)
 			break;
 		}
 		if (o->rate > 0) {
-			t_s = b->t0 + (uint64_t)((double)b->next_index * 1e9 / o->rate);
+			// even starts from the index, so that rounding never drifts; Poisson ones from
+			// the sum of their gaps
+			t_s = b->t0 + (uint64_t)((o->poisson ? b->next_arrival_s
+							     : (double)b->next_index / o->rate) * 1e9);
 			if (b->deadline && t_s >= b->deadline) {
 				b->scheduling = false;
 				break;
@@ -1018,6 +1045,8 @@ static void pump(struct bench *b)
 			break;
 		}
 		start_one(b, t_s, now);
+		if (o->poisson)
+			b->next_arrival_s += exp_gap(&b->arrival_rng, o->rate);
 	}
 	// from the loop, not from inside the upstream callback that may have brought us here: the
 	// pool is freed then
@@ -1170,6 +1199,9 @@ int bench_main(int argc, char **argv)
 
 	b->res.started_at = time(NULL);
 	b->t0 = uv_hrtime();
+	b->arrival_rng = o.seed ^ 0x5851f42d4c957f2dull; // its own stream, not the prompts'
+	if (o.poisson)
+		b->next_arrival_s = exp_gap(&b->arrival_rng, o.rate);
 	b->t_count = b->t0 + (uint64_t)(o.warmup_s * 1e9);
 	b->deadline = o.duration_s > 0 ? b->t_count + (uint64_t)(o.duration_s * 1e9) : 0;
 	b->scheduling = true;

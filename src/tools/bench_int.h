@@ -62,6 +62,7 @@ struct bench_opts {
 	enum bench_api api;
 	bool stream;
 	double rate;           /* req/s, 0: none */
+	bool poisson;          /* with rate: exponential gaps (a Poisson process), not even ones */
 	unsigned concurrency;  /* 0: none */
 	double duration_s;     /* 0: none */
 	double warmup_s;       /* not counted, before duration_s */

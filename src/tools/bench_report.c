@@ -134,6 +134,8 @@ json_t *bench__json(const struct bench_result *res, bool detail)
 			      (int)res->inflight_max);
 	json_object_set_new(cfg, "warmup_s", json_real(o->warmup_s));
 	json_object_set_new(cfg, "latency_from", json_string(o->from_start ? "start" : "schedule"));
+	json_object_set_new(cfg, "arrivals", o->rate > 0 ? json_string(o->poisson ? "poisson" : "uniform")
+							 : json_null());
 	json_object_set_new(j, "warmup_requests", json_integer((json_int_t)res->warmup_requests));
 	json_object_set_new(j, "start_lag_ms", summary(&res->start_lag, 1e6));
 	json_object_set_new(j, "overall", stats_json(&res->all, res->elapsed_s, detail));
@@ -214,7 +216,7 @@ void bench__print_text(FILE *f, const struct bench_result *res)
 		o->stream ? ", streamed" : "");
 	fputs("load:", f);
 	if (o->rate > 0)
-		fprintf(f, " %g req/s open loop", o->rate);
+		fprintf(f, " %g req/s open loop%s", o->rate, o->poisson ? ", Poisson arrivals" : "");
 	if (o->concurrency)
 		fprintf(f, "%s concurrency %u", o->rate > 0 ? ", at most" : "", o->concurrency);
 	if (o->requests)

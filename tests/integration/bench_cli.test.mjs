@@ -92,6 +92,38 @@ describe('meridian bench against the mock', () => {
 		assert.equal(j.timeline.finished.reduce((a, b) => a + b, 0), 30);
 	});
 
+	test('Poisson arrivals: the mean rate, counts that vary as a Poisson process\'s, one schedule per seed', async () => {
+		const run4 = async (seed, arrivals = 'poisson') => {
+			await mock.reset();
+			const j = await bench(['--url', mock.url + '/v1', '--model', 'grok-4', '--rate', '200', '--duration', '4s',
+				'--arrivals', arrivals, '--seed', String(seed), '--header', 'x-mock-ttft-ms: 0', '--header', 'x-mock-tokens: 1']);
+			assert.equal(j.overall.errors, 0);
+			assert.equal((await mock.stats()).by_path['/v1/chat/completions'], j.started);
+			return j;
+		};
+		const secs = (j) => j.timeline.started.slice(0, 4); // a last point may hold the ends only
+		const even = await run4(1, 'uniform');
+		assert.equal(even.config.arrivals, 'uniform');
+		assert.equal(even.started, 800);
+		assert.ok(Math.max(...secs(even)) - Math.min(...secs(even)) <= 1, `even starts, 200 a second: ${secs(even)}`);
+		const a = await run4(7);
+		assert.equal(a.config.arrivals, 'poisson');
+		// 800 expected, standard deviation sqrt(800) ~ 28: within 5 of them
+		assert.ok(Math.abs(a.started - 800) <= 141, `${a.started} starts in 4 s at 200/s`);
+		assert.ok(Math.max(...secs(a)) - Math.min(...secs(a)) > 1, `the seconds' counts vary: ${secs(a)}`);
+		// the schedule is the seed's: the same again, another with another seed
+		const b = await run4(7);
+		assert.equal(b.started, a.started);
+		assert.deepEqual(secs(b), secs(a));
+		const c = await run4(8);
+		assert.notDeepEqual(secs(c), secs(a));
+		for (const args of [['--arrivals', 'poisson', '--concurrency', '2'], ['--rate', '5', '--arrivals', 'bursty']]) {
+			const r = await run(['bench', '--url', mock.url, '--model', 'x', ...args]);
+			assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+			assert.match(r.stderr, /--arrivals/);
+		}
+	});
+
 	test('a rate over what the concurrency cap lets through: the wait shows in the latencies', async () => {
 		await mock.reset();
 		// one slot, a request due every 100 ms, each taking 150 ms + 3 x 20 ms
