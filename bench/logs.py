@@ -234,15 +234,19 @@ def where(frames):
 def profile_shares(path):
     """(all samples, writer samples, {kind: writer samples}, {callee of writer_main: samples},
     {sqlite3 self symbol: samples}, {our function, inclusive in the writer: samples},
-    {LOOP_SIDE function: samples of the other threads with it on the stack})."""
+    {LOOP_SIDE function: samples of the other threads with it on the stack},
+    {innermost symbol: samples of the other threads})."""
     data = list(samples(path))
     writer_tids = {tid for tid, fr in data if any(s == "writer_main" for s, _ in fr)}
-    kinds, callees, sq, ours, loop = {}, {}, {}, {}, {}
+    kinds, callees, sq, ours, loop, rest = {}, {}, {}, {}, {}, {}
     nw = 0
     for tid, fr in data:
         if tid not in writer_tids:
             for f in {s for s, _ in fr} & set(LOOP_SIDE):
                 loop[f] = loop.get(f, 0) + 1
+            real = [f for f in fr if f[1] != "inlined"]
+            k = real[0][0] if real else "[unknown]"
+            rest[k] = rest.get(k, 0) + 1
             continue
         nw += 1
         k = where(fr)
@@ -259,7 +263,7 @@ def profile_shares(path):
             if "meridian" in dso and s not in seen:
                 seen.add(s)
                 ours[s] = ours.get(s, 0) + 1
-    return len(data), nw, kinds, callees, sq, ours, loop
+    return len(data), nw, kinds, callees, sq, ours, loop, rest
 
 
 def profile_section(args, cells):
@@ -292,8 +296,21 @@ def profile_section(args, cells):
             "%.1f%% (%.2f us/req)" % (100.0 * sh[r][6].get(f, 0) / sh[r][0], sh[r][6].get(f, 0) / sh[r][0] * cpu[r])
             if sh[r][0] else "-" for r in rows) + " |")
     out.append("")
+    # what grew outside the writer: per request, each innermost symbol's samples against off's
+    if "off" in rows:
+        per = {r: {k: v / sh[r][0] * cpu[r] for k, v in sh[r][7].items()} if sh[r][0] else {}
+               for r in rows}
+        for r in rows:
+            if r in ("off", "off2") or not per[r]:
+                continue
+            diff = {k: per[r].get(k, 0) - per["off"].get(k, 0) for k in set(per[r]) | set(per["off"])}
+            grew = sorted(diff.items(), key=lambda kv: -kv[1])[:8]
+            out += ["%s, the threads but the writer, against off (innermost functions, us a "
+                    "request): %.2f us in all; grew most: %s." % (
+                        LABEL[r], sum(per[r].values()) - sum(per["off"].values()),
+                        ", ".join("`%s` %+.2f" % kv for kv in grew)), ""]
     for r in rows:
-        total, nw, _, callees, sq, ours, _ = sh[r]
+        total, nw, _, callees, sq, ours, _, _ = sh[r]
         if not nw:
             continue
         top = lambda d, n: ", ".join("`%s` %.1f%%" % (s, 100.0 * k / nw) for s, k in
