@@ -197,5 +197,15 @@ for (const busy of ['300ms', null]) {
 			const after = await cpuShare(pid, () => sleep(600));
 			assert.ok(after < 0.15, `idle after: ${after.toFixed(2)} of a core`);
 		});
+
+		test('SIGTERM with a stream in flight: the stream ends whole, the gateway exits 0', async () => {
+			const st = openStream(s.port, chatRequest({ stream: true, extra: ['x-mock-tokens: 20', 'x-mock-tokens-per-sec: 20', 'x-mock-ttft-ms: 0'] }));
+			await st.head;
+			await waitFor(() => contentEvents(st.events).length >= 2, { timeoutMs: 5000, what: 'two token events' });
+			await s.gw.stop(); // asserts exit 0, after draining
+			const end = await st.done;
+			assert.ok(end.complete, `the stream ended cleanly: ${end.text.slice(-300)}`);
+			assert.equal(contentEvents(st.events).length, 20);
+		});
 	});
 }
