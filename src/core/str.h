@@ -8,6 +8,16 @@
 #include <string.h>
 #include <strings.h>
 
+/* 64-bit FNV-1a of n bytes, continuing from h (STR_FNV_BASIS to start): hash tables' keys. */
+#define STR_FNV_BASIS 0xcbf29ce484222325ull
+static inline uint64_t str_fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 0x100000001b3ull;
+	return h;
+}
+
 /* A borrowed slice: never owns its bytes. */
 struct iov {
 	const char *base;

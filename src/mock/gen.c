@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/str.h"
 #include "mock/gen.h"
 
 /* The output words. A few are multi-byte UTF-8 on purpose: gateways must not split them. */
@@ -26,17 +27,7 @@ uint64_t mock_mix64(uint64_t x)
 	return x ^ (x >> 31);
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *s = p;
-	for (size_t i = 0; i < n; i++) {
-		h ^= s[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
 
-#define FNV_BASIS 0xcbf29ce484222325ull
 
 bool mock_region_valid(const char *s)
 {
@@ -306,7 +297,7 @@ static json_t *schema_value(const json_t *s, const char *key, uint64_t h, int de
 	}
 	if (!type)
 		type = json_object_get(s, "properties") ? "object" : "string";
-	uint64_t kh = mock_mix64(fnv1a(h, key, strlen(key)));
+	uint64_t kh = mock_mix64(str_fnv1a(h, key, strlen(key)));
 
 	if (!strcmp(type, "object")) {
 		json_t *o = json_object();
@@ -479,7 +470,7 @@ int mock_gen_plan(struct mock_gen *g, enum mock_kind kind, const json_t *body,
 	}
 	}
 
-	g->hash = fnv1a(FNV_BASIS, g->scratch.data ? g->scratch.data : "", g->scratch.len);
+	g->hash = str_fnv1a(STR_FNV_BASIS, g->scratch.data ? g->scratch.data : "", g->scratch.len);
 	g->prompt_tokens = (uint32_t)((bytes + 3) / 4 > UINT32_MAX ? UINT32_MAX : (bytes + 3) / 4);
 	if (!g->prompt_tokens)
 		g->prompt_tokens = 1;
@@ -1067,12 +1058,12 @@ void mock_render_error(enum mock_api surface, int status, const char *type, cons
 
 static uint64_t tokens_hash(const json_t *arr)
 {
-	uint64_t h = FNV_BASIS;
+	uint64_t h = STR_FNV_BASIS;
 	size_t i;
 	const json_t *t;
 	json_array_foreach(arr, i, t) {
 		json_int_t v = json_integer_value(t);
-		h = fnv1a(h, &v, sizeof(v));
+		h = str_fnv1a(h, &v, sizeof(v));
 	}
 	return h;
 }
@@ -1162,7 +1153,7 @@ int mock_render_embeddings(const json_t *body, const char *model_json, struct bu
 		const json_t *x = single ? in : json_array_get(in, i);
 		uint64_t h;
 		if (json_is_string(x)) {
-			h = fnv1a(FNV_BASIS, json_string_value(x), json_string_length(x));
+			h = str_fnv1a(STR_FNV_BASIS, json_string_value(x), json_string_length(x));
 			bytes += json_string_length(x);
 		} else {
 			h = tokens_hash(x);

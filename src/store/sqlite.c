@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/str.h"
 #include "store/backend.h"
 
 #define BUSY_TIMEOUT_MS 5000
@@ -234,11 +235,7 @@ static int run(sqlite3_stmt *st)
 
 static uint32_t str_hash(const char *s, size_t len)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
+	return (uint32_t)str_fnv1a(STR_FNV_BASIS, s, len);
 }
 
 /* Forgets every string: after a rollback the ids it gave are not in the table. */
@@ -1629,13 +1626,9 @@ struct agg {
 
 static uint64_t hash_key(const char *k, int64_t tb)
 {
-	uint64_t h = 1469598103934665603ull ^ (uint64_t)tb * 0x9e3779b97f4a7c15ull;
+	uint64_t h = STR_FNV_BASIS ^ (uint64_t)tb * 0x9e3779b97f4a7c15ull;
 
-	if (!k)
-		return h ^ 0x5bd1e995;
-	for (; *k; k++)
-		h = (h ^ (unsigned char)*k) * 1099511628211ull;
-	return h;
+	return k ? str_fnv1a(h, k, strlen(k)) : h ^ 0x5bd1e995;
 }
 
 static bool same_key(const char *a, const char *b)

@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "upstream/h1.h"
 
 #define MAX_RESP_HEADERS (64 * 1024)
@@ -1111,10 +1112,7 @@ static struct h1_host *host_new(struct upstream__h1 *h1, const char *auth, size_
 
 static size_t hash_auth(const char *s, size_t n)
 {
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h % HOST_BUCKETS;
+	return str_fnv1a(STR_FNV_BASIS, s, n) % HOST_BUCKETS;
 }
 
 static struct h1_host *host_get(struct upstream__h1 *h1, const char *auth, size_t alen)
